@@ -1,0 +1,119 @@
+"""Temporary capture of cross-attention probabilities from CrossAttention (attn2) modules.
+
+Works with ldm (SD1/SD2) and sgm (SDXL) CrossAttention: both have heads, to_q/to_k/to_v/to_out and take
+(x, context=None, mask=None, ...). The forward is replaced per instance and restored exactly, so the
+class-level forward that WebUI attention optimisations install keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .patching import InstancePatches
+
+
+class CaptureComplete(Exception):
+    """Raised inside the UNet once every needed layer was captured (early exit during refinement)."""
+
+
+def explicit_attention(module: nn.Module, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention computed step by step: (output, probabilities [B, heads, N, K]).
+
+    Scores and softmax are computed in float32 (as the WebUI's upcast does), the output in the value dtype.
+    """
+    heads = int(module.heads)
+    q, k, v = module.to_q(x), module.to_k(context), module.to_v(context)
+    b, n, inner = q.shape
+    d = inner // heads
+    q = q.reshape(b, n, heads, d).transpose(1, 2)
+    k = k.reshape(b, -1, heads, d).transpose(1, 2)
+    v = v.reshape(b, -1, heads, d).transpose(1, 2)
+    scale = float(getattr(module, "scale", d**-0.5))
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        probs = (torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale).softmax(dim=-1)
+    out = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(b, n, inner)
+    return module.to_out(out), probs
+
+
+def cross_attention_modules(unet: nn.Module) -> list[nn.Module]:
+    """The attn2 (cross-attention) children of the UNet's transformer blocks, in forward order."""
+    found = []
+    for name, module in unet.named_modules():
+        if name.endswith("attn2") and all(hasattr(module, a) for a in ("to_q", "to_k", "to_v", "to_out", "heads")):
+            found.append(module)
+    return found
+
+
+class AttentionCapture:
+    """Wraps attn2 forwards; while `capturing`, layers with the target number of pixels record probabilities."""
+
+    def __init__(self) -> None:
+        self._patches = InstancePatches()
+        self.active = False
+        self.target_pixels = 0
+        self.stop_after: int | None = None
+        self.probs: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ install / remove
+    @property
+    def installed(self) -> bool:
+        return len(self._patches) > 0
+
+    def install(self, modules: Iterable[nn.Module]) -> None:
+        if self.installed:
+            raise RuntimeError("attention capture is already installed")
+        for module in modules:
+            self._patches.patch(module, "forward", lambda original, m=module: self._make_wrapper(m, original))
+
+    def remove(self) -> int:
+        """Restore every wrapped forward; returns how many were restored. Safe to call twice."""
+        self.active = False
+        return self._patches.restore()
+
+    @contextmanager
+    def installed_on(self, modules: Iterable[nn.Module]) -> Iterator[AttentionCapture]:
+        self.install(modules)
+        try:
+            yield self
+        finally:
+            self.remove()
+
+    # ------------------------------------------------------------------ capturing
+    @contextmanager
+    def capturing(self, pixels: int, stop_after: int | None = None) -> Iterator[list[torch.Tensor]]:
+        """Record head-averaged probabilities [B, N, K] of every cross-attention layer with N == pixels."""
+        self.probs = []
+        self.target_pixels = pixels
+        self.stop_after = stop_after
+        self.active = True
+        try:
+            yield self.probs
+        finally:
+            self.active = False
+            self.stop_after = None
+
+    def _make_wrapper(self, module: nn.Module, original):
+        capture = self
+
+        def forward(x, context=None, *args, **kwargs):
+            if (
+                forward.segret_inert
+                or not capture.active
+                or context is None
+                or args
+                or any(v is not None for v in kwargs.values())
+                or x.shape[1] != capture.target_pixels
+            ):
+                return original(x, context, *args, **kwargs)
+            out, probs = explicit_attention(module, x, context)
+            capture.probs.append(probs.mean(dim=1))
+            if capture.stop_after is not None and len(capture.probs) >= capture.stop_after:
+                raise CaptureComplete
+            return out
+
+        forward.segret_inert = False
+        return forward

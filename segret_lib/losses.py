@@ -1,0 +1,79 @@
+"""A-STAR losses (Eq. 2-4) and the retention-mask binarisation.
+
+Maps are tensors of shape [C, H, W] (one image, C concepts), values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+_EPS = 1e-8
+
+
+def segregation_loss(maps: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: sum over concept pairs m > n of sum(min(A^m, A^n)) / sum(A^m + A^n); each term in [0, 0.5]."""
+    c = maps.shape[0]
+    total = maps.new_zeros(())
+    for m in range(c):
+        for n in range(m):
+            overlap = torch.minimum(maps[m], maps[n]).sum()
+            total = total + overlap / (maps[m].sum() + maps[n].sum() + _EPS)
+    return total
+
+
+def retention_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: sum over concepts of 1 - sum(min(A^m, B^m)) / sum(A^m + B^m); B is a fixed (detached) mask."""
+    masks = masks.detach().to(maps.dtype)
+    overlap = torch.minimum(maps, masks).flatten(1).sum(-1)
+    union = (maps + masks).flatten(1).sum(-1)
+    return (1.0 - overlap / (union + _EPS)).sum()
+
+
+def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
+    """Otsu's threshold of a map: the level that maximises the between-class variance."""
+    v = values.detach().float().flatten()
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-12:
+        return hi
+    hist = torch.histc(v, bins=bins, min=lo, max=hi)
+    centers = torch.linspace(lo, hi, bins + 1, device=v.device)
+    centers = 0.5 * (centers[:-1] + centers[1:])
+    w0 = torch.cumsum(hist, 0)
+    w1 = w0[-1] - w0
+    m0 = torch.cumsum(hist * centers, 0)
+    mu0 = m0 / w0.clamp_min(1e-12)
+    mu1 = (m0[-1] - m0) / w1.clamp_min(1e-12)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    between[w1 == 0] = -1
+    k = int(torch.argmax(between))
+    return float(centers[k] + 0.5 * (hi - lo) / bins)  # upper edge of the lower class
+
+
+def binarize(maps: torch.Tensor, mode: str = "fraction", threshold: float = 0.5) -> torch.Tensor:
+    """Retention masks B: per concept, A >= threshold * max(A) ('fraction') or A >= Otsu level ('otsu')."""
+    maps = maps.detach()
+    out = torch.empty_like(maps)
+    for i, a in enumerate(maps):
+        level = otsu_threshold(a) if mode == "otsu" else threshold * float(a.max())
+        out[i] = (a >= level).to(maps.dtype)
+    return out
+
+
+def total_loss(
+    maps: torch.Tensor,
+    prev_masks: torch.Tensor | None,
+    seg_weight: float = 1.0,
+    ret_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 4: w_seg * L_seg + w_ret * L_ret. L_ret is skipped when there is no mask yet (first step)."""
+    loss = maps.new_zeros(())
+    parts: dict[str, float] = {}
+    if seg_weight and maps.shape[0] > 1:
+        seg = segregation_loss(maps)
+        loss = loss + seg_weight * seg
+        parts["seg"] = float(seg.detach())
+    if ret_weight and prev_masks is not None:
+        ret = retention_loss(maps, prev_masks)
+        loss = loss + ret_weight * ret
+        parts["ret"] = float(ret.detach())
+    return loss, parts

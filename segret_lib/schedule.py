@@ -1,0 +1,106 @@
+"""Step schedule: step sizes, which steps are refined, latent scaling, and which model calls start a step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+EVAL_PATTERNS = ("first_order", "second_order", "plms", "callback")
+
+
+def step_size(scale_factor: float, step: int, total_steps: int) -> float:
+    """alpha_t = scale_factor * sqrt(linspace(1.0, 0.5, T))[t] (Attend-and-Excite's schedule)."""
+    if total_steps <= 1:
+        return scale_factor
+    t = min(max(step, 0), total_steps - 1)
+    return scale_factor * math.sqrt(1.0 - 0.5 * t / (total_steps - 1))
+
+
+def is_refined_step(step: int, last_step: int) -> bool:
+    """0-based step index against the 1-based 'last refined step' setting (0 = all)."""
+    return last_step <= 0 or step < last_step
+
+
+def latent_scale(sigma: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """s such that the sampler's latent x = z_t * s: sqrt(1 + sigma^2) for k-diffusion, 1 for timesteps."""
+    if parameterization == "sigma":
+        return torch.sqrt(1.0 + sigma.float() ** 2)
+    if parameterization == "timestep":
+        return torch.ones_like(sigma, dtype=torch.float32)
+    raise ValueError(f"unknown parameterization {parameterization!r}")
+
+
+def sigma_from_timestep(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """sigma = sqrt((1 - abar_t) / abar_t), interpolating abar between integer timesteps."""
+    ac = alphas_cumprod.to(t.device, torch.float64)
+    tf = t.double().clamp(0, len(ac) - 1)
+    lo = tf.floor().long()
+    hi = tf.ceil().long()
+    w = tf - lo
+    abar = ac[lo] * (1 - w) + ac[hi] * w
+    return torch.sqrt((1 - abar) / abar).to(torch.float32)
+
+
+def snapshot_steps(total_steps: int, last_step: int, count: int = 4) -> tuple[int, ...]:
+    """A few refined steps, evenly spread, at which the attention grid records maps."""
+    refined = total_steps if last_step <= 0 else min(total_steps, last_step)
+    if refined <= 0:
+        return ()
+    if refined <= count:
+        return tuple(range(refined))
+    return tuple(sorted({round(i * (refined - 1) / (count - 1)) for i in range(count)}))
+
+
+class StepTracker:
+    """Tells which model evaluation starts a sampling step, so refinement runs once per step.
+
+    first_order: one evaluation per step (Euler, LMS, DPM++ 2M, DDIM, UniPC, ...).
+    second_order: two per step, one on the last (Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ SDE).
+    plms: two on the first step, then one.
+    callback: unknown pattern; a step starts with the first evaluation after each sampler callback.
+    """
+
+    def __init__(self, pattern: str = "first_order") -> None:
+        if pattern not in EVAL_PATTERNS:
+            raise ValueError(f"unknown evaluation pattern {pattern!r}; one of {EVAL_PATTERNS}")
+        self.pattern = pattern
+        self.evals = 0
+        self.callbacks = 0
+        self._steps_started = 0
+
+    def on_eval(self) -> int | None:
+        """Call before every model evaluation; returns the step index if this evaluation starts one."""
+        e = self.evals
+        self.evals += 1
+        if self.pattern == "first_order":
+            step = e
+        elif self.pattern == "second_order":
+            step = e // 2 if e % 2 == 0 else None
+        elif self.pattern == "plms":
+            step = 0 if e == 0 else (None if e == 1 else e - 1)
+        else:
+            step = self._steps_started if self.callbacks >= self._steps_started else None
+        if step is not None:
+            self._steps_started = step + 1
+        return step
+
+    def on_callback(self, index: int | None = None) -> None:
+        """Call from the sampler's per-step callback."""
+        self.callbacks = self.callbacks + 1 if index is None else max(self.callbacks, int(index) + 1)
+
+
+def evaluation_pattern(sampler_name: str, second_order: bool | None = None) -> str:
+    """Evaluation pattern for a WebUI sampler name (used by the adapter; pure string logic)."""
+    name = sampler_name.lower().strip()
+    if second_order is not None:
+        if second_order:
+            return "second_order"
+    elif name in {"heun", "dpm2", "dpm2 a", "dpm++ 2s a", "dpm++ sde"} or name.startswith(("dpm2 ", "dpm++ 2s")):
+        return "second_order"
+    if name == "plms":
+        return "plms"
+    if name in {"dpm fast", "dpm adaptive", "restart"}:
+        return "callback"
+    return "first_order"
+

@@ -1,0 +1,244 @@
+"""One generation's A-STAR state: hooks, token positions, step tracking, refinement, warnings, snapshots.
+
+The session is host-agnostic: a host (the WebUI adapter, or a test) calls `before_model_call` before each
+model evaluation of the sampler with the sampler's own latent, which is then moved in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .attention_maps import capture_hw, concept_maps
+from .capture import AttentionCapture, CaptureComplete
+from .params import SegretParams
+from .refine import Refiner, StepResult
+from .schedule import StepTracker, is_refined_step, latent_scale, snapshot_steps
+from .tokens import ConceptTokens
+
+log = logging.getLogger("segret")
+
+# run_unet(x_model, sigma) runs the conditional model on images `rows` (the host knows their conditioning).
+RunUnet = Callable[[torch.Tensor, torch.Tensor, Sequence[int]], object]
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                  getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
+    return isinstance(err, oom_types) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+@dataclass
+class Snapshot:
+    step: int
+    before: list[torch.Tensor]  # per image [C, H, W] on CPU
+    after: list[torch.Tensor] | None = None
+
+
+@dataclass
+class PassInfo:
+    """A sampling pass (first pass or hires second pass)."""
+
+    latent_hw: tuple[int, int]
+    total_steps: int
+    parameterization: str = "sigma"  # "sigma" (k-diffusion) or "timestep" (DDIM/PLMS/UniPC)
+    pattern: str = "first_order"
+    label: str = "first pass"
+    results: list[StepResult] = field(default_factory=list)
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)
+
+
+class SegretSession:
+    """Refines the sampler's latent once per sampling step for one generation."""
+
+    def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
+                 concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[int],
+                 chunk_size: int = 0, record_snapshots: bool | None = None) -> None:
+        if len(concepts) != len(n_real):
+            raise ValueError("one concept list and one token count per image are needed")
+        self.params = params
+        self.modules = list(attn_modules)
+        self.concepts = [list(c) for c in concepts]
+        self.n_real = list(n_real)
+        self.chunk_size = chunk_size  # images refined together; 0 = whole batch
+        self.record_snapshots = params.show_maps if record_snapshots is None else record_snapshots
+        self.capture = AttentionCapture()
+        self.refiner = Refiner(params, len(self.concepts))
+        self.warnings: list[str] = []
+        self.passes: list[PassInfo] = []
+        self.current: PassInfo | None = None
+        self.tracker: StepTracker | None = None
+        self.disabled_reason: str | None = None
+        self._layers: int | None = None
+        self._snap_steps: set[int] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("A-STAR: %s", message)
+
+    def begin_pass(self, info: PassInfo) -> None:
+        """Install the attention hooks (if not yet) and reset per-pass state."""
+        if not self.capture.installed:
+            self.capture.install(self.modules)
+        self.current = info
+        self.passes.append(info)
+        self.tracker = StepTracker(info.pattern)
+        self.refiner.reset()
+        self._layers = None
+        self.set_total_steps(info.total_steps)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """The pass's number of sampling steps (known exactly only once the sampler runs, e.g. img2img)."""
+        if self.current is None:
+            return
+        self.current.total_steps = max(int(total_steps), 1)
+        self._snap_steps = (set(snapshot_steps(self.current.total_steps, self.params.last_step))
+                            if self.record_snapshots else set())
+
+    def end_pass(self) -> None:
+        self.current = None
+        self.tracker = None
+
+    def close(self) -> int:
+        """Remove every hook; returns the number of forwards restored. Idempotent."""
+        self.end_pass()
+        return self.capture.remove()
+
+    @property
+    def active(self) -> bool:
+        return self.current is not None and self.disabled_reason is None and any(self.concepts)
+
+    # ------------------------------------------------------------------ sampler hooks
+    def on_sampler_callback(self, index: int | None = None) -> None:
+        if self.tracker is not None:
+            self.tracker.on_callback(index)
+
+    def before_model_call(self, x: torch.Tensor, sigma: torch.Tensor, run_unet: RunUnet) -> StepResult | None:
+        """Call before every model evaluation with the sampler's own latent x (first len(concepts) rows).
+
+        At the first evaluation of each refined step, x is updated in place. Never raises for refinement
+        problems: they become warnings and refinement stops or skips the step.
+        """
+        if self.tracker is None:
+            return None
+        step = self.tracker.on_eval()
+        if step is None or not self.active or not is_refined_step(step, self.params.last_step):
+            return None
+        try:
+            return self._refine_step(x, sigma, step, run_unet)
+        except Exception as err:  # the image must still generate
+            if is_out_of_memory(err):
+                _free_memory()
+                if self.chunk_size != 1 and len(self.concepts) > 1:
+                    self.chunk_size = 1
+                    self.warn("out of memory during refinement: now refining one image at a time")
+                    return None
+                self.disabled_reason = "out of memory during refinement; A-STAR switched off for this generation"
+            else:
+                self.disabled_reason = f"refinement failed ({type(err).__name__}: {err}); switched off for this image"
+                log.exception("A-STAR refinement failed")
+            self.warn(self.disabled_reason)
+            return None
+
+    # ------------------------------------------------------------------ refinement
+    def _rows_to_refine(self) -> list[int]:
+        return [i for i, c in enumerate(self.concepts) if c]
+
+    def _refine_step(self, x: torch.Tensor, sigma: torch.Tensor, step: int, run_unet: RunUnet) -> StepResult:
+        rows = self._rows_to_refine()
+        chunk = self.chunk_size if self.chunk_size > 0 else len(rows)
+        merged = StepResult(step=step, loss=0.0, final_loss=0.0, maps_before=[])
+        updates = []
+        # Forge-style front ends sample under inference mode: work on normal tensors, write back afterwards
+        with torch.inference_mode(False):
+            sig = sigma.detach().clone().reshape(-1)
+            for start in range(0, len(rows), chunk):
+                part = rows[start:start + chunk]
+                index = torch.tensor(part, device=x.device)
+                updates.append((index, self._refine_rows(x.index_select(0, index).clone(), sig, part, index,
+                                                         step, run_unet, merged)))
+        for index, new_x in updates:
+            x.index_copy_(0, index, new_x.to(x.dtype))
+        self.current.results.append(merged)
+        return merged
+
+    def _refine_rows(self, xs: torch.Tensor, sig: torch.Tensor, part: list[int], index: torch.Tensor, step: int,
+                     run_unet: RunUnet, merged: StepResult) -> torch.Tensor:
+        info = self.current
+        s = latent_scale(sig.index_select(0, index) if sig.numel() > 1 else sig.expand(len(part)),
+                         info.parameterization)
+        s = s.reshape(-1, *([1] * (xs.dim() - 1)))
+        new_x, res = self.refiner.refine(
+            xs, s, step, info.total_steps,
+            lambda xm: self._forward_maps(xm, sig, part, index, run_unet), rows=part,
+        )
+        merged.loss = (merged.loss or 0.0) + (res.loss or 0.0)
+        merged.final_loss = (merged.final_loss or 0.0) + (res.final_loss or 0.0)
+        merged.updates = max(merged.updates, res.updates)
+        for k, v in res.parts.items():
+            merged.parts[k] = merged.parts.get(k, 0.0) + v
+        merged.maps_before.extend(res.maps_before or [])
+        if res.skipped:
+            merged.skipped = res.skipped
+            self.warn(res.skipped)
+        if step in self._snap_steps:
+            self._record_snapshot(step, part, res, new_x, sig, index, run_unet)
+        return new_x
+
+    def _forward_maps(self, x_model: torch.Tensor, sig: torch.Tensor, rows: Sequence[int],
+                      index: torch.Tensor, run_unet: RunUnet) -> list[torch.Tensor]:
+        info = self.current
+        assert info is not None
+        hw = capture_hw(*info.latent_hw)
+        sigma = sig.index_select(0, index) if sig.numel() > 1 else sig.expand(len(rows))
+        stop = self._layers if self.params.early_exit else None
+        with self.capture.capturing(hw[0] * hw[1], stop_after=stop) as probs, suppress(CaptureComplete):
+            run_unet(x_model, sigma, rows)
+        if not probs:
+            raise RuntimeError(f"no cross-attention layer works at {hw[0]}x{hw[1]} for this image size")
+        if self._layers is None:
+            self._layers = len(probs)
+        avg = torch.stack(probs).mean(dim=0)  # [B, N, K]
+        p = self.params
+        return [
+            concept_maps(avg[i], hw, self.n_real[row], self.concepts[row], p.softmax_temperature,
+                         p.token_combine, p.smooth_kernel, p.smooth_sigma)
+            for i, row in enumerate(rows)
+        ]
+
+    def _record_snapshot(self, step, rows, res: StepResult, x_after, sig, index, run_unet) -> None:
+        info = self.current
+        snap = info.snapshots.setdefault(step, Snapshot(step, [None] * len(self.concepts), [None] * len(self.concepts)))
+        with torch.no_grad():
+            after = self._forward_maps(x_after, sig, rows, index, run_unet)
+        for i, row in enumerate(rows):
+            snap.before[row] = (res.maps_before or [None] * len(rows))[i]
+            snap.after[row] = after[i].detach().float().cpu()
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> str:
+        """Short infotext summary: refined steps and the loss at the first and last refined step."""
+        parts = []
+        for info in self.passes:
+            done = [r for r in info.results if r.updates > 0]
+            if not info.results:
+                continue
+            first, last = info.results[0], info.results[-1]
+            parts.append(f"{info.label}: {len(done)}/{info.total_steps} steps, "
+                         f"loss {first.loss:.3f}->{last.final_loss:.3f}")
+        return "; ".join(parts)
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,32 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from tests.tiny_models import TinyTextEncoder
+
+    return TinyTextEncoder()
+
+
+@pytest.fixture
+def unet():
+    from tests.tiny_models import tiny_unet
+
+    return tiny_unet("sd1")
+
+
+@pytest.fixture
+def ldm(unet):
+    from tests.tiny_models import TinyLDM
+
+    return TinyLDM(unet)

@@ -1,0 +1,64 @@
+"""Shared builders for tests: a tiny SD1 model with a k-diffusion denoiser, prompts and sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from segret_lib.capture import cross_attention_modules
+from segret_lib.params import SegretParams
+from segret_lib.session import PassInfo, SegretSession
+from segret_lib.tokens import map_concepts
+from tests.cfg_host import CFGModel
+from tests.thirdparty import k_diffusion
+from tests.tiny_models import TinyLDM, TinyTextEncoder, tiny_unet
+
+
+@dataclass
+class Rig:
+    unet: torch.nn.Module
+    ldm: TinyLDM
+    denoiser: torch.nn.Module
+    encoder: TinyTextEncoder
+
+    def session(self, prompts, concepts=("cat", "dog"), **param_changes) -> SegretSession:
+        params = SegretParams(enabled=True, concepts=tuple(concepts), **param_changes)
+        found, n_real = [], []
+        for prompt in prompts:
+            pt = self.encoder.prompt_tokens(prompt)
+            c, _ = map_concepts(pt, params.concepts, self.encoder.encode)
+            found.append(c)
+            n_real.append(pt.n_real)
+        return SegretSession(params, cross_attention_modules(self.unet), found, n_real)
+
+    def sample(self, prompts, sampler="sample_euler", steps=6, seed=0, session=None, pattern="first_order",
+               scale=7.0):
+        ks, _ = k_diffusion()
+        sigmas = self.denoiser.get_sigmas(steps)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(len(prompts), 4, 32, 32, generator=g) * sigmas[0]
+        cond, uncond = self.encoder(list(prompts)), self.encoder([""] * len(prompts))
+        model = CFGModel(self.denoiser, cond, uncond, scale, session)
+        if session is not None:
+            session.begin_pass(PassInfo((32, 32), steps, "sigma", pattern))
+        extra = {"noise_sampler": _noise_sampler(seed)} if "ancestral" in sampler or "sde" in sampler else {}
+        try:
+            with torch.no_grad():
+                out = getattr(ks, sampler)(model, x, sigmas, callback=model.callback, disable=True, **extra)
+        finally:
+            if session is not None:
+                session.close()
+        return out, model
+
+
+def _noise_sampler(seed):
+    g = torch.Generator().manual_seed(seed + 1)
+    return lambda sigma, sigma_next: torch.randn(1, 4, 32, 32, generator=g)
+
+
+def make_rig(kind="sd1", seed=0) -> Rig:
+    _, ke = k_diffusion()
+    unet = tiny_unet(kind, seed)
+    ldm = TinyLDM(unet)
+    return Rig(unet, ldm, ke.CompVisDenoiser(ldm), TinyTextEncoder())

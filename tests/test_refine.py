@@ -1,0 +1,131 @@
+import itertools
+
+import pytest
+import torch
+
+from segret_lib.losses import segregation_loss
+from segret_lib.params import SegretParams
+from segret_lib.refine import Refiner
+from segret_lib.schedule import latent_scale, sigma_from_timestep, step_size
+from segret_lib.session import PassInfo
+from tests.helpers import make_rig
+
+PROMPT = "a cat and a dog"
+
+
+@pytest.fixture(scope="module")
+def rig():
+    return make_rig()
+
+
+def forward_maps_for(rig, session, sigma):
+    session.begin_pass(PassInfo((32, 32), 50))
+    cond = rig.encoder([PROMPT])
+
+    def run(xm, s, rows):
+        return rig.denoiser(xm, s, cond={"c_crossattn": [cond[list(rows)]]})
+
+    return lambda xm: session._forward_maps(xm, sigma.reshape(1), [0], torch.tensor([0]), run)
+
+
+def test_step_size_schedule():
+    assert step_size(20, 0, 50) == pytest.approx(20.0)
+    assert step_size(20, 49, 50) == pytest.approx(20 * 0.5**0.5)
+    assert step_size(20, 24, 49) == pytest.approx(20 * 0.75**0.5)
+    assert step_size(20, 0, 1) == 20
+
+
+def test_gradient_steps_lower_segregation_loss(rig):
+    session = rig.session([PROMPT], ret_weight=0.0, step_size=200.0)
+    sigma = rig.denoiser.get_sigmas(50)[10]
+    forward_maps = forward_maps_for(rig, session, sigma)
+    x = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * sigma
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    losses = []
+    for _ in range(5):
+        x, result = session.refiner.refine(x, s, 10, 50, forward_maps)
+        losses.append(result.loss)
+    with torch.no_grad():
+        losses.append(float(segregation_loss(forward_maps(x)[0])))
+    session.close()
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
+
+
+@pytest.mark.parametrize("parameterization", ["sigma", "timestep"])
+def test_update_is_alpha_times_scale_times_grad_z(rig, parameterization):
+    session = rig.session([PROMPT])
+    sigma = rig.denoiser.get_sigmas(30)[5]
+    forward_maps = forward_maps_for(rig, session, sigma)
+    value = sigma if parameterization == "sigma" else torch.tensor(600.0)
+    s = latent_scale(value.reshape(1), parameterization).reshape(1, 1, 1, 1)
+    if parameterization == "sigma":
+        assert s.item() == pytest.approx((1 + sigma.item() ** 2) ** 0.5)
+    else:
+        assert s.item() == 1.0
+    x = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(1)) * s
+    # independent computation of grad_z L on z = x / s
+    z = (x / s).requires_grad_(True)
+    with torch.enable_grad():
+        loss = segregation_loss(forward_maps(z * s)[0])
+        (grad_z,) = torch.autograd.grad(loss, z)
+    new_x, result = session.refiner.refine(x, s, 3, 30, forward_maps)
+    session.close()
+    alpha = step_size(20.0, 3, 30)
+    expected = -alpha * s * grad_z
+    assert expected.abs().max() > 0
+    # float32 rounding of x + delta limits the comparison to ~1e-7 * |x|
+    torch.testing.assert_close(new_x - x, expected, rtol=1e-3, atol=2e-6 * float(x.abs().max()))
+    assert result.updates == 1 and result.loss == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_sigma_from_timestep_matches_k_diffusion(rig):
+    ac = rig.ldm.alphas_cumprod
+    for t in (0, 250, 999):
+        expected = ((1 - ac[t]) / ac[t]) ** 0.5
+        assert sigma_from_timestep(torch.tensor(float(t)), ac).item() == pytest.approx(expected.item(), rel=1e-5)
+        # the k-diffusion wrapper agrees in the other direction
+        assert rig.denoiser.sigma_to_t(expected).item() == pytest.approx(t, abs=1e-2)
+
+
+def test_retention_uses_previous_step_mask(rig):
+    session = rig.session([PROMPT], seg_weight=0.0)
+    sigma = rig.denoiser.get_sigmas(30)[5]
+    forward_maps = forward_maps_for(rig, session, sigma)
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    x = torch.randn(1, 4, 32, 32) * sigma
+    x1, first = session.refiner.refine(x, s, 0, 30, forward_maps)
+    assert first.updates == 0 and first.parts == {}  # no mask at the first step and no segregation term
+    assert session.refiner.prev_masks[0] is not None and session.refiner.prev_masks[0].shape == (2, 8, 8)
+    _, second = session.refiner.refine(x1, s, 1, 30, forward_maps)
+    session.close()
+    assert second.updates == 1 and set(second.parts) == {"ret"}
+
+
+def test_iterative_refinement_is_capped_and_stops_at_target(rig):
+    session = rig.session([PROMPT], iterative=True, iterative_steps=(0,), iterative_max=4, iterative_target=0.0)
+    sigma = rig.denoiser.get_sigmas(30)[5]
+    forward_maps = forward_maps_for(rig, session, sigma)
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    x = torch.randn(1, 4, 32, 32) * sigma
+    _, res = session.refiner.refine(x, s, 0, 30, forward_maps)
+    assert res.updates == 4 and res.final_loss < res.loss
+    _, res = session.refiner.refine(x, s, 1, 30, forward_maps)  # step 1 is not an iterative step
+    assert res.updates == 1
+    reached = Refiner(SegretParams(enabled=True, concepts=("a", "b"), iterative=True, iterative_steps=(0,),
+                                   iterative_target=10.0), 1)
+    _, res = reached.refine(x, s, 0, 30, forward_maps)
+    session.close()
+    assert res.updates == 1  # target already met after the first update
+
+
+def test_non_finite_maps_skip_the_update():
+    refiner = Refiner(SegretParams(enabled=True, concepts=("a", "b")), 1)
+    x = torch.randn(1, 4, 8, 8)
+    weight = torch.ones(1, requires_grad=True)
+
+    def nan_maps(xm):
+        return [torch.stack([xm[0, 0] * weight * float("nan"), xm[0, 1].abs()])]
+
+    new_x, res = refiner.refine(x, torch.ones(1, 1, 1, 1), 0, 10, nan_maps)
+    assert torch.equal(new_x, x) and res.updates == 0 and "non-finite" in res.skipped
+    assert refiner.prev_masks[0] is None

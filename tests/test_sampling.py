@@ -1,0 +1,216 @@
+"""Refinement inside real k-diffusion samplers (Euler, DPM++ 2M, Heun, DPM++ 2S a) with the tiny ldm UNet."""
+
+import pytest
+import torch
+
+from segret_lib.capture import cross_attention_modules
+from segret_lib.schedule import StepTracker, evaluation_pattern, snapshot_steps
+from segret_lib.session import PassInfo
+from segret_lib.visualize import session_grids
+from tests.helpers import make_rig
+
+PROMPTS = ["a cat and a dog"]
+
+
+@pytest.fixture(scope="module")
+def rig():
+    return make_rig()
+
+
+def forwards(unet):
+    return [m.__dict__.get("forward") for m in cross_attention_modules(unet)]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pattern"),
+    [("sample_euler", "first_order"), ("sample_dpmpp_2m", "first_order"), ("sample_heun", "second_order"),
+     ("sample_dpmpp_2s_ancestral", "second_order"), ("sample_lms", "first_order")],
+)
+def test_refines_once_per_step_and_changes_the_result(rig, sampler, pattern):
+    steps = 5
+    plain, plain_model = rig.sample(PROMPTS, sampler, steps)
+    session = rig.session(PROMPTS, step_size=200.0)
+    refined, model = rig.sample(PROMPTS, sampler, steps, session=session, pattern=pattern)
+    evals = len(model.calls)
+    assert evals == len(plain_model.calls) == (steps if pattern == "first_order" else 2 * steps - 1)
+    refined_calls = [i for i, (_, r) in enumerate(model.calls) if r]
+    assert len(refined_calls) == steps
+    # the refinement happens at the first evaluation of each step: the sampler's schedule sigmas
+    sigmas = rig.denoiser.get_sigmas(steps)
+    assert [model.calls[i][0] for i in refined_calls] == pytest.approx(sigmas[:-1].tolist(), rel=1e-5)
+    assert len(session.passes[0].results) == steps
+    assert torch.isfinite(refined).all()
+    assert (refined - plain).abs().max() > 1e-4
+    assert forwards(rig.unet) == [None] * 7  # every hook removed
+
+
+def test_shift_reaches_the_sampler_trajectory(rig):
+    """One Euler step: the output must equal an Euler step taken from the shifted latent x + delta."""
+    session = rig.session(PROMPTS, step_size=500.0, last_step=1)
+    refined, model = rig.sample(PROMPTS, "sample_euler", steps=1, session=session)
+    sigmas = rig.denoiser.get_sigmas(1)
+    x0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    # recover the shift from an independent refinement of the same latent
+    check = rig.session(PROMPTS, step_size=500.0, last_step=1)
+    from segret_lib.session import PassInfo
+    check.begin_pass(PassInfo((32, 32), 1))
+    shifted = x0.clone()
+    with torch.no_grad():
+        check.before_model_call(shifted, sigmas[:1], model.run_unet)
+    check.close()
+    delta = shifted - x0
+    assert delta.abs().max() > 1e-3
+    plain_model = type(model)(model.denoiser, model.cond, model.uncond, model.scale)
+    with torch.no_grad():
+        d_shifted = plain_model(shifted, sigmas[:1])
+        d_plain = plain_model(x0, sigmas[:1])
+    dt = sigmas[1] - sigmas[0]
+    from_shifted = shifted + (shifted - d_shifted) / sigmas[0] * dt
+    from_plain = x0 + (x0 - d_plain) / sigmas[0] * dt
+    torch.testing.assert_close(refined, from_shifted, rtol=1e-4, atol=1e-4)
+    assert (refined - from_plain).abs().max() > 10 * (refined - from_shifted).abs().max()
+
+
+def test_batch_refines_each_image_independently(rig):
+    prompts = ["a cat and a dog", "a dog beside a cat"]
+    sigma = rig.denoiser.get_sigmas(10)[2:3]
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(5)) * sigma
+    cond = rig.encoder(prompts)
+
+    def run_for(rows_map):
+        return lambda xm, s, rows: rig.denoiser(xm, s, cond={"c_crossattn": [cond[[rows_map[r] for r in rows]]]})
+
+    batch = rig.session(prompts)
+    batch.begin_pass(PassInfo((32, 32), 10))
+    xb = x.clone()
+    with torch.no_grad():
+        res = batch.before_model_call(xb, sigma.expand(2), run_for({0: 0, 1: 1}))
+    batch.close()
+    assert batch.concepts[1][0].positions == (5,) and batch.concepts[1][1].positions == (2,)
+    losses = []
+    for i, prompt in enumerate(prompts):
+        single = rig.session([prompt])
+        single.begin_pass(PassInfo((32, 32), 10))
+        xi = x[i:i + 1].clone()
+        with torch.no_grad():
+            losses.append(single.before_model_call(xi, sigma, run_for({0: i})).loss)
+        single.close()
+        torch.testing.assert_close(xb[i:i + 1], xi, rtol=1e-4, atol=1e-5)
+    assert res.loss == pytest.approx(sum(losses), rel=1e-5)
+
+
+def test_chunked_refinement_equals_whole_batch(rig):
+    prompts = ["a cat and a dog", "a dog beside a cat"]
+    whole = rig.session(prompts)
+    out_whole, _ = rig.sample(prompts, steps=3, session=whole)
+    one = rig.session(prompts)
+    one.chunk_size = 1
+    out_one, _ = rig.sample(prompts, steps=3, session=one)
+    torch.testing.assert_close(out_whole, out_one, rtol=1e-4, atol=1e-4)
+
+
+def test_early_exit_gives_the_same_result(rig):
+    a = rig.session(PROMPTS, early_exit=True)
+    out_a, _ = rig.sample(PROMPTS, steps=3, session=a)
+    b = rig.session(PROMPTS, early_exit=False)
+    out_b, _ = rig.sample(PROMPTS, steps=3, session=b)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-5)
+
+
+def test_last_step_limits_refinement(rig):
+    session = rig.session(PROMPTS, last_step=2)
+    _, model = rig.sample(PROMPTS, steps=6, session=session)
+    assert [r for _, r in model.calls] == [True, True, False, False, False, False]
+
+
+def test_nan_gradient_warns_and_image_still_generates(rig):
+    session = rig.session(PROMPTS)
+    attn = cross_attention_modules(rig.unet)[3]
+
+    def poison(module, args, out):
+        return out * float("nan") if torch.is_grad_enabled() else out
+
+    handle = attn.to_k.register_forward_hook(poison)
+    try:
+        out, _ = rig.sample(PROMPTS, steps=3, session=session)
+    finally:
+        handle.remove()
+    plain, _ = rig.sample(PROMPTS, steps=3)
+    assert any("non-finite" in w for w in session.warnings)
+    torch.testing.assert_close(out, plain)  # no update was applied
+    assert forwards(rig.unet) == [None] * 7
+
+
+def test_out_of_memory_during_refinement_falls_back_then_switches_off(rig):
+    prompts = ["a cat and a dog", "a dog and a cat"]
+    session = rig.session(prompts)
+    hits = []
+
+    def oom(module, args):
+        if torch.is_grad_enabled():
+            hits.append(args[0].shape[0])
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = rig.unet.input_blocks[0].register_forward_pre_hook(oom)
+    try:
+        out, _ = rig.sample(prompts, steps=4, session=session)
+    finally:
+        handle.remove()
+    assert torch.isfinite(out).all()
+    assert hits == [2, 1]  # whole batch, then one image at a time, then off
+    assert session.disabled_reason and "out of memory" in session.disabled_reason
+    assert any("one image at a time" in w for w in session.warnings)
+    assert forwards(rig.unet) == [None] * 7
+
+
+def test_unexpected_error_in_refinement_switches_off_and_image_generates(rig):
+    session = rig.session(PROMPTS)
+
+    def broken(module, args):
+        if torch.is_grad_enabled():
+            raise ValueError("shape mismatch from another extension")
+
+    handle = rig.unet.middle_block.register_forward_pre_hook(broken)
+    try:
+        out, _ = rig.sample(PROMPTS, steps=3, session=session)
+    finally:
+        handle.remove()
+    plain, _ = rig.sample(PROMPTS, steps=3)
+    torch.testing.assert_close(out, plain)
+    assert "ValueError: shape mismatch" in session.disabled_reason
+    assert session.warnings == [session.disabled_reason]
+    assert forwards(rig.unet) == [None] * 7
+
+
+def test_step_tracker_patterns():
+    t = StepTracker("plms")
+    assert [t.on_eval() for _ in range(5)] == [0, None, 1, 2, 3]
+    t = StepTracker("callback")
+    seq = []
+    for i in range(3):
+        seq += [t.on_eval(), t.on_eval()]
+        t.on_callback(i)
+    assert seq == [0, None, 1, None, 2, None]
+    assert evaluation_pattern("Heun") == "second_order"
+    assert evaluation_pattern("DPM++ 2M") == "first_order"
+    assert evaluation_pattern("Euler a", second_order=False) == "first_order"
+    assert evaluation_pattern("PLMS") == "plms"
+    assert evaluation_pattern("DPM adaptive") == "callback"
+    with pytest.raises(ValueError):
+        StepTracker("fourth_order")
+
+
+def test_snapshots_and_grid(rig):
+    assert snapshot_steps(20, 0) == (0, 6, 13, 19)
+    assert snapshot_steps(20, 3) == (0, 1, 2)
+    session = rig.session(PROMPTS, show_maps=True)
+    rig.sample(PROMPTS, steps=5, session=session)
+    snaps = session.passes[0].snapshots
+    assert sorted(snaps) == list(snapshot_steps(5, 0))
+    snap = snaps[0]
+    assert snap.before[0].shape == snap.after[0].shape == (2, 8, 8)
+    assert not torch.equal(snap.before[0], snap.after[0])
+    grids = session_grids(session)
+    assert len(grids) == 1
+    w, h = grids[0].size
+    assert w > 8 * 128 and h > 2 * 128

@@ -1,0 +1,57 @@
+import pytest
+
+from segret_lib.tokens import CHUNK_TOKENS, PromptTokens, TokenMappingError, locate_concept, map_concepts
+
+
+def test_single_token_words(text_encoder):
+    pt = text_encoder.prompt_tokens("a cat and a dog")
+    found, warnings = map_concepts(pt, ["cat", "dog"], text_encoder.encode, text_encoder.decode)
+    assert warnings == []
+    assert [c.positions for c in found] == [(2,), (5,)]
+    assert pt.ids[0] == text_encoder.bos and pt.ids[pt.n_real + 1] == text_encoder.eos and len(pt.ids) == 77
+
+
+def test_multi_token_phrase_and_split_word(text_encoder):
+    prompt = "a photo of a traffic light next to a hippopotamus"
+    pt = text_encoder.prompt_tokens(prompt)
+    light = locate_concept(pt, "traffic light", text_encoder.encode)
+    assert light.positions == (5, 6)
+    hippo_ids = text_encoder.encode("hippopotamus")
+    assert len(hippo_ids) > 1  # the BPE splits it
+    hippo = locate_concept(pt, "hippopotamus", text_encoder.encode)
+    assert [pt.ids[p] for p in hippo.positions] == hippo_ids
+
+
+def test_case_and_punctuation_insensitive(text_encoder):
+    pt = text_encoder.prompt_tokens("A CAT, and a Dog.")
+    found, warnings = map_concepts(pt, ["Cat", "dog"], text_encoder.encode)
+    assert warnings == [] and len(found) == 2
+
+
+def test_unknown_word_is_dropped_with_message(text_encoder):
+    pt = text_encoder.prompt_tokens("a cat and a dog")
+    found, warnings = map_concepts(pt, ["cat", "horse"], text_encoder.encode, text_encoder.decode)
+    assert [c.word for c in found] == ["cat"]
+    assert len(warnings) == 1 and "'horse' is not in the prompt" in warnings[0] and "cat" in warnings[0]
+
+
+def test_concept_beyond_first_chunk(text_encoder):
+    filler = " ".join(["red"] * (CHUNK_TOKENS + 3))
+    pt = text_encoder.prompt_tokens(f"a cat {filler} and a dog")
+    assert pt.n_real == CHUNK_TOKENS and len(pt.later_ids) > 0
+    found, warnings = map_concepts(pt, ["cat", "dog"], text_encoder.encode)
+    assert [c.word for c in found] == ["cat"]
+    assert "after the first 75 tokens" in warnings[0]
+
+
+def test_overlapping_concepts_and_empty(text_encoder):
+    pt = text_encoder.prompt_tokens("a traffic light")
+    found, warnings = map_concepts(pt, ["traffic light", "light"], text_encoder.encode)
+    assert [c.word for c in found] == ["traffic light"] and "same tokens" in warnings[0]
+    with pytest.raises(TokenMappingError, match="no tokens"):
+        locate_concept(pt, "  ", text_encoder.encode)
+
+
+def test_from_ids_padding():
+    pt = PromptTokens.from_ids([5, 6, 7], bos=1, eos=2, pad=0)
+    assert pt.ids[:6] == (1, 5, 6, 7, 2, 0) and len(pt.ids) == 77 and pt.n_real == 3
