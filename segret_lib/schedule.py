@@ -85,9 +85,9 @@ class StepTracker:
             self._steps_started = step + 1
         return step
 
-    def on_callback(self, index: int | None = None) -> None:
-        """Call from the sampler's per-step callback."""
-        self.callbacks = self.callbacks + 1 if index is None else max(self.callbacks, int(index) + 1)
+    def on_callback(self) -> None:
+        """Call from the sampler's per-step callback (its step index is not used: DDIM counts down)."""
+        self.callbacks += 1
 
 
 def evaluation_pattern(sampler_name: str, second_order: bool | None = None) -> str:

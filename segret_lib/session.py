@@ -7,8 +7,8 @@ model evaluation of the sampler with the sampler's own latent, which is then mov
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import torch
@@ -116,9 +116,9 @@ class SegretSession:
         return self.current is not None and self.disabled_reason is None and any(self.concepts)
 
     # ------------------------------------------------------------------ sampler hooks
-    def on_sampler_callback(self, index: int | None = None) -> None:
+    def on_sampler_callback(self) -> None:
         if self.tracker is not None:
-            self.tracker.on_callback(index)
+            self.tracker.on_callback()
 
     def before_model_call(self, x: torch.Tensor, sigma: torch.Tensor, run_unet: RunUnet) -> StepResult | None:
         """Call before every model evaluation with the sampler's own latent x (first len(concepts) rows).

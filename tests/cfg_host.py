@@ -30,4 +30,4 @@ class CFGModel:
 
     def callback(self, d):
         if self.session is not None:
-            self.session.on_sampler_callback(d["i"])
+            self.session.on_sampler_callback()

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests" / "fake_webui"):  # the fake WebUI `modules` package for the adapter tests
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

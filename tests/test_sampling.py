@@ -187,9 +187,9 @@ def test_step_tracker_patterns():
     assert [t.on_eval() for _ in range(5)] == [0, None, 1, 2, 3]
     t = StepTracker("callback")
     seq = []
-    for i in range(3):
+    for _ in range(3):
         seq += [t.on_eval(), t.on_eval()]
-        t.on_callback(i)
+        t.on_callback()
     assert seq == [0, None, 1, None, 2, None]
     assert evaluation_pattern("Heun") == "second_order"
     assert evaluation_pattern("DPM++ 2M") == "first_order"

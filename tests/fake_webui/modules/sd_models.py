@@ -1,0 +1,113 @@
+"""Tiny real models in the shape of the WebUI's loaded checkpoint (shared.sd_model)."""
+
+from __future__ import annotations
+
+import re
+from collections import namedtuple
+
+import torch
+from torch import nn
+
+from tests.tiny_models import TinyTextEncoder, tiny_unet
+
+PromptChunk = namedtuple("PromptChunk", ["tokens", "multipliers", "fixes"])
+re_attention = re.compile(r"\(([^():]+)(?::\s*([-+]?\d*\.?\d+))?\)")
+
+
+class FrozenCLIPEmbedderWithCustomWords(nn.Module):
+    """tokenize / tokenize_line like modules.sd_hijack_clip, over the real CLIP BPE tokenizer."""
+
+    chunk_length = 75
+
+    def __init__(self, dim: int, seed: int = 1) -> None:
+        super().__init__()
+        self.encoder = TinyTextEncoder(dim, seed)
+        self.id_start, self.id_end = self.encoder.bos, self.encoder.eos
+        self.id_pad = self.id_end
+        self.wrapped = nn.Module()
+        self.wrapped.tokenizer = self.encoder.tokenizer
+
+    def tokenize(self, texts):
+        return [self.encoder.encode(t) for t in texts]
+
+    def tokenize_line(self, line):
+        chunks, tokens, mults = [], [], []
+        token_count = 0
+
+        def flush():
+            nonlocal tokens, mults
+            pad = self.chunk_length - len(tokens)
+            chunks.append(PromptChunk([self.id_start, *tokens, self.id_end] + [self.id_pad] * pad,
+                                      [1.0, *mults, 1.0] + [1.0] * pad, []))
+            tokens, mults = [], []
+
+        for part_index, part in enumerate(re.split(r"\bBREAK\b", line)):
+            if part_index > 0:
+                flush()
+            pos = 0
+            for m in [*re_attention.finditer(part), None]:
+                plain = part[pos:m.start()] if m else part[pos:]
+                pieces = [(plain, 1.0)] + ([(m.group(1), float(m.group(2) or 1.1))] if m else [])
+                for text, weight in pieces:
+                    for t in self.encoder.encode(text):
+                        if len(tokens) == self.chunk_length:
+                            flush()
+                        tokens.append(t)
+                        mults.append(weight)
+                        token_count += 1
+                if m:
+                    pos = m.end()
+        if tokens or not chunks:
+            flush()
+        return chunks, token_count
+
+    def forward(self, prompts):
+        rows = []
+        for prompt in prompts:
+            chunks, _ = self.tokenize_line(prompt)
+            embs = []
+            for c in chunks:
+                e = self.encoder.table[torch.tensor(c.tokens)] + self.encoder.pos
+                embs.append(e * torch.tensor(c.multipliers)[:, None])
+            rows.append(torch.cat(embs))
+        n = max(r.shape[0] for r in rows)
+        rows = [torch.cat([r, r[-77:].repeat((n - r.shape[0]) // 77, 1)]) for r in rows]
+        return torch.stack(rows)
+
+
+class GeneralConditioner(nn.Module):
+    """SDXL: two text encoders whose features are concatenated, plus a pooled 'vector'."""
+
+    def __init__(self, dims=(32, 32)) -> None:
+        super().__init__()
+        self.embedders = nn.ModuleList([FrozenCLIPEmbedderWithCustomWords(d, seed=i + 1) for i, d in enumerate(dims)])
+
+    def forward(self, prompts):
+        feats = [e(prompts) for e in self.embedders]
+        crossattn = torch.cat(feats, dim=-1)
+        return {"crossattn": crossattn, "vector": crossattn[:, 0, :16].clone()}
+
+
+class TinySDModel(nn.Module):
+    """shared.sd_model: model.diffusion_model, cond_stage_model, alphas_cumprod, apply_model."""
+
+    def __init__(self, kind: str = "sd1", seed: int = 0) -> None:
+        super().__init__()
+        self.is_sdxl = kind == "sdxl"
+        self.model = nn.Module()
+        self.model.conditioning_key = "crossattn"
+        self.model.diffusion_model = tiny_unet("sd2" if kind != "sd1" else "sd1", seed, context_dim=64)
+        self.cond_stage_model = GeneralConditioner() if self.is_sdxl else FrozenCLIPEmbedderWithCustomWords(64)
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+        self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0).float())
+        self.parameterization = "eps"
+        self.unet_calls = 0
+
+    def get_learned_conditioning(self, prompts):
+        with torch.no_grad():
+            return self.cond_stage_model(list(prompts))
+
+    def apply_model(self, x, t, cond):
+        self.unet_calls += 1
+        context = cond["crossattn"] if "crossattn" in cond else torch.cat(cond["c_crossattn"], 1)
+        return self.model.diffusion_model(x, t, context=context)

@@ -1,0 +1,95 @@
+"""KDiffusionSampler: real k-diffusion sampling functions driven like the WebUI drives them."""
+
+import torch
+
+from modules import sd_samplers_common, shared
+from modules.sd_samplers_cfg_denoiser import CFGDenoiser
+from modules.shared import state
+from tests.thirdparty import k_diffusion
+
+samplers_k_diffusion = [
+    ("Euler a", "sample_euler_ancestral", {"uses_ensd": True}),
+    ("Euler", "sample_euler", {}),
+    ("LMS", "sample_lms", {}),
+    ("Heun", "sample_heun", {"second_order": True}),
+    ("DPM2", "sample_dpm_2", {"second_order": True}),
+    ("DPM++ 2S a", "sample_dpmpp_2s_ancestral", {"second_order": True, "uses_ensd": True}),
+    ("DPM++ 2M", "sample_dpmpp_2m", {}),
+    ("DPM++ SDE", "sample_dpmpp_sde", {"second_order": True}),
+]
+
+
+class CFGDenoiserKDiffusion(CFGDenoiser):
+    @property
+    def inner_model(self):
+        if self.model_wrap is None:
+            _, external = k_diffusion()
+            self.model_wrap = external.CompVisDenoiser(shared.sd_model, quantize=shared.opts.enable_quantization)
+        return self.model_wrap
+
+
+class KDiffusionSampler:
+    def __init__(self, funcname, sd_model, options=None):
+        sampling, _ = k_diffusion()
+        self.funcname = funcname
+        self.func = getattr(sampling, funcname)
+        self.config = None
+        self.model_wrap_cfg = CFGDenoiserKDiffusion(self)
+        self.model_wrap = self.model_wrap_cfg.inner_model
+        self.last_latent = None
+        self.s_min_uncond = 0.0
+        self.sampler_extra_args = {}
+
+    def callback_state(self, d):
+        state.sampling_step = d["i"]
+        self.last_latent = d["denoised"]
+
+    def launch_sampling(self, steps, func):
+        self.model_wrap_cfg.steps = steps
+        self.model_wrap_cfg.total_steps = self.config.total_steps(steps)
+        state.sampling_steps = steps
+        state.sampling_step = 0
+        try:
+            return func()
+        except sd_samplers_common.InterruptedException:
+            return self.last_latent
+
+    def get_sigmas(self, p, steps):
+        return self.model_wrap.get_sigmas(steps)
+
+    def _extra(self, p, x):
+        extra = {}
+        if "noise_sampler" in self.func.__code__.co_varnames:
+            g = torch.Generator().manual_seed(int(p.seeds[0]) + 7)
+            extra["noise_sampler"] = lambda s, sn: torch.randn(x.shape, generator=g)
+        return extra
+
+    def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+        steps = steps or p.steps
+        sigmas = self.get_sigmas(p, steps)
+        x = x * sigmas[0]
+        self.model_wrap_cfg.step = 0
+        self.last_latent = x
+        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
+                                   "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,
+                                   "s_min_uncond": self.s_min_uncond}
+        extra = self._extra(p, x)
+        return self.launch_sampling(steps, lambda: self.func(
+            self.model_wrap_cfg, x, sigmas, extra_args=self.sampler_extra_args, disable=True,
+            callback=self.callback_state, **extra))
+
+    def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None,
+                       image_conditioning=None):
+        steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
+        sigmas = self.get_sigmas(p, steps)
+        sigma_sched = sigmas[steps - t_enc - 1:]
+        xi = x + noise * sigma_sched[0]
+        self.model_wrap_cfg.step = 0
+        self.last_latent = xi
+        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
+                                   "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,
+                                   "s_min_uncond": self.s_min_uncond}
+        extra = self._extra(p, x)
+        return self.launch_sampling(t_enc + 1, lambda: self.func(
+            self.model_wrap_cfg, xi, sigma_sched, extra_args=self.sampler_extra_args, disable=True,
+            callback=self.callback_state, **extra))

@@ -1,0 +1,383 @@
+"""The whole script lifecycle through a fake WebUI host (tests/fake_webui) with real models and samplers."""
+
+import pytest
+import torch
+from modules import infotext_utils, processing, script_callbacks, scripts, shared
+from modules.api import api
+
+from segret_lib import webui_adapter
+from segret_lib.capture import cross_attention_modules
+from segret_lib.params import UI_FIELDS
+from tests.webui_host import Host
+
+ON = {"enabled": True, "concepts": "cat, dog"}
+
+
+@pytest.fixture(scope="module")
+def host():
+    return Host("sd1")
+
+
+def instance_forwards(host):
+    return [m.__dict__.get("forward") for m in cross_attention_modules(host.model.model.diffusion_model)]
+
+
+def assert_clean(host, p=None):
+    assert instance_forwards(host) == [None] * 7
+    if p is not None and p.sampler is not None:
+        assert "forward" not in p.sampler.model_wrap_cfg.__dict__
+        assert "callback_state" not in p.sampler.__dict__
+    assert host.script.gen is None
+
+
+def latents(res):
+    return torch.stack(res.latents)
+
+
+def without_extension(host, prompt="a cat and a dog", **kw):
+    shared.sd_model = host.model
+    p = processing.StableDiffusionProcessingTxt2Img(prompt=prompt, sd_model=host.model, scripts=None,
+                                                    width=256, height=256, **kw)
+    return processing.run_generation(p)
+
+
+# ------------------------------------------------------------------------------------------------- UI
+def test_ui_components_tooltips_and_ids(host):
+    controls = host.script.controls
+    assert len(controls) == len(UI_FIELDS) == host.script.args_to - host.script.args_from
+    enabled = controls[0]
+    assert enabled.value is False and enabled.accordion.label == "A-STAR (segregation & retention)"
+    for name, comp in zip(UI_FIELDS[1:], controls[1:], strict=True):
+        assert comp.elem_id == f"segret_txt2img_{name}" or name == "concepts"
+        assert getattr(comp, "info", None), f"{name} has no tooltip"
+    assert controls[1].elem_id == "segret_txt2img_concepts"
+    # defaults of the UI are the engine's defaults
+    d = webui_adapter.params_from_args(host.runner.default_args()[host.script.args_from:host.script.args_to])
+    assert d.enabled is False and d.step_size == 20.0 and d.threshold == 0.5
+
+
+def test_img2img_tab_has_its_own_ids():
+    h = Host("sd1", is_img2img=True)
+    assert h.script.controls[1].elem_id == "segret_img2img_concepts"
+
+
+# ------------------------------------------------------------------------------------------------- disabled
+def test_disabled_is_bit_identical_to_no_extension(host):
+    plain = without_extension(host, steps=4, batch_size=2)
+    p, disabled = host.txt2img(script_args=host.args(enabled=False, concepts="cat, dog"), steps=4, batch_size=2)
+    assert torch.equal(latents(plain), latents(disabled))
+    assert "A-STAR" not in disabled.infotexts[0]
+    assert_clean(host, p)
+    p, defaults = host.txt2img(steps=4, batch_size=2)
+    assert torch.equal(latents(plain), latents(defaults))
+
+
+# ------------------------------------------------------------------------------------------------- enabled
+def test_enabled_changes_the_image_writes_infotext_and_unhooks(host):
+    plain = without_extension(host, steps=4)
+    calls_before = host.model.unet_calls
+    p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=4)
+    assert host.model.unet_calls - calls_before == 4 * 2  # 4 CFG calls + 4 refinement forwards (early exit)
+    assert (latents(res) - latents(plain)).abs().max() > 1e-3
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR concepts"] == "cat, dog" and info["A-STAR step size"] == "60"
+    assert info["A-STAR result"].startswith("first pass: 4/4 steps")
+    assert p.closed
+    assert_clean(host, p)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "evals"),
+    [("Euler a", 5), ("Heun", 9), ("DPM++ 2M", 5), ("DPM++ SDE", 9), ("DPM2", 9), ("LMS", 5), ("DDIM", 5)],
+)
+def test_every_sampler_refines_once_per_step(host, sampler, evals):
+    plain = without_extension(host, steps=5, sampler_name=sampler)
+    p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=5, sampler_name=sampler)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 5/5 steps"), info
+    assert torch.isfinite(latents(res)).all()
+    assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(host, p)
+
+
+def test_timestep_sampler_uses_unit_scale(host, monkeypatch):
+    seen = []
+    original = webui_adapter.SegretSession.begin_pass
+
+    def spy(self, info):
+        seen.append((info.parameterization, info.pattern))
+        return original(self, info)
+
+    monkeypatch.setattr(webui_adapter.SegretSession, "begin_pass", spy)
+    host.txt2img(script_args=host.args(**ON), steps=3, sampler_name="DDIM")
+    host.txt2img(script_args=host.args(**ON), steps=3, sampler_name="Heun")
+    assert seen == [("timestep", "first_order"), ("sigma", "second_order")]
+
+
+def test_batch_and_iterations_with_different_prompts(host):
+    prompts = ["a cat and a dog", "a dog on a red car", "a cat and a dog", "a bird"]
+    p, res = host.txt2img(prompt=prompts, script_args=host.args(**ON), steps=3, batch_size=2, n_iter=2)
+    assert len(res.latents) == 4
+    first = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert "'cat' is not in the prompt (prompt tokens: a, dog, on, a, red, car)" in first["A-STAR warnings"]
+    assert "bird" not in first["A-STAR warnings"]  # written per batch, before the second batch ran
+    last = infotext_utils.parse_generation_parameters(res.infotexts[-1])
+    assert "'dog' is not in the prompt (prompt tokens: a, bird)" in last["A-STAR warnings"]
+    assert last["A-STAR result"].count("first pass: 3/3 steps") == 2
+    assert_clean(host, p)
+
+
+def test_and_prompt_uses_first_subprompt(host):
+    _, res = host.txt2img(prompt="a cat and a dog AND a forest:0.5", script_args=host.args(**ON), steps=3)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 3/3")
+    assert "A-STAR warnings" not in info
+
+
+def test_emphasis_and_break_token_positions(host):
+    enc = host.model.cond_stage_model
+    pt = webui_adapter.prompt_tokens(enc, "a (cat:1.3) and a [dog] BREAK a tree")
+    found = webui_adapter.map_concepts(pt, ["cat", "tree"], lambda w: webui_adapter.encode_word(enc, w))
+    assert found[0][0].positions == (2,)
+    assert "after the first 75 tokens" in found[1][0]
+
+
+def test_sdxl_dict_conditioning():
+    h = Host("sdxl")
+    assert h.model.is_sdxl
+    _, plain = h.txt2img(steps=3)
+    p, res = h.txt2img(script_args=h.args(**ON, step_size=60.0), steps=3)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 3/3")
+    assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(h, p)
+
+
+def test_hires_pass_off_by_default_and_on_by_setting(host):
+    p, res = host.txt2img(script_args=host.args(**ON), steps=3, enable_hr=True, hr_scale=1.5,
+                          hr_second_pass_steps=4, denoising_strength=0.5)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert "hires pass" not in info["A-STAR result"]
+    assert res.latents[0].shape[-1] == 48
+    p, res = host.txt2img(script_args=host.args(**ON, hires=True), steps=3, enable_hr=True, hr_scale=1.5,
+                          hr_second_pass_steps=4, denoising_strength=0.5)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    # img2img-style second pass: t_enc + 1 = 4 sampling steps
+    assert "first pass: 3/3 steps" in info["A-STAR result"] and "hires pass: 4/4 steps" in info["A-STAR result"]
+    assert info["A-STAR hires"] == "True"
+    assert_clean(host, p)
+
+
+def test_img2img():
+    h = Host("sd1", is_img2img=True)
+    init = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    p, res = h.img2img(init, script_args=h.args(**ON), steps=6, denoising_strength=0.5)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 6/6 steps")
+    assert_clean(h, p)
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+def test_unknown_word_warns_and_image_still_generates(host, capsys):
+    p, res = host.txt2img(script_args=host.args(enabled=True, concepts="cat, zebra"), steps=3)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert "'zebra' is not in the prompt" in info["A-STAR warnings"]
+    # retention on the remaining concept: from the second step on (the first has no previous mask)
+    assert info["A-STAR result"].startswith("first pass: 2/3")
+    assert "[A-STAR] 'zebra' is not in the prompt" in capsys.readouterr().out
+    assert len(res.images) == 1
+    assert_clean(host, p)
+
+
+def test_no_concept_found_changes_nothing(host):
+    plain = without_extension(host, steps=3)
+    p, res = host.txt2img(script_args=host.args(enabled=True, concepts="zebra, horse"), steps=3)
+    assert torch.equal(latents(res), latents(plain))
+    assert "none of the concepts" in res.infotexts[0]
+    assert_clean(host, p)
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [({"enabled": True, "concepts": ""}, "no concept words"),
+     ({**ON, "step_size": float("inf")}, "step_size"),
+     ({**ON, "seg_weight": 1e6}, "seg_weight"),
+     ({**ON, "concepts": ",".join(f"w{i}" for i in range(12))}, "at most 8")],
+)
+def test_bad_settings_warn_and_generate_unchanged(host, values, needle, capsys):
+    plain = without_extension(host, steps=3)
+    p, res = host.txt2img(script_args=host.args(**values), steps=3)
+    assert torch.equal(latents(res), latents(plain))
+    assert needle in res.infotexts[0] and "A-STAR warnings: " in res.infotexts[0]
+    assert "[A-STAR] not applied" in capsys.readouterr().out
+    assert_clean(host, p)
+
+
+def test_prompt_longer_than_75_tokens(host):
+    long_prompt = "a cat " + " ".join(["blue"] * 80) + " and a dog"
+    _, res = host.txt2img(prompt=long_prompt, script_args=host.args(**ON), steps=3)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert "'dog' comes after the first 75 tokens" in info["A-STAR warnings"]
+    assert info["A-STAR result"].startswith("first pass: 2/3")  # 'cat' alone: retention from step 2
+
+
+def test_nan_gradient_warns_in_infotext(host):
+    module = cross_attention_modules(host.model.model.diffusion_model)[3]
+
+    def poison(mod, args, out):
+        return out * float("nan") if torch.is_grad_enabled() else out
+
+    handle = module.to_k.register_forward_hook(poison)
+    try:
+        p, res = host.txt2img(script_args=host.args(**ON), steps=3)
+    finally:
+        handle.remove()
+    assert "non-finite" in res.infotexts[0]
+    assert torch.isfinite(latents(res)).all()
+    assert_clean(host, p)
+
+
+def test_out_of_memory_in_refinement_is_reported(host):
+    def oom(mod, args):
+        if torch.is_grad_enabled():
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    handle = host.model.model.diffusion_model.input_blocks[0].register_forward_pre_hook(oom)
+    try:
+        p, res = host.txt2img(script_args=host.args(**ON), steps=3)
+    finally:
+        handle.remove()
+    plain = without_extension(host, steps=3)
+    assert torch.equal(latents(res), latents(plain))
+    assert "out of memory during refinement" in res.infotexts[0]
+    assert_clean(host, p)
+
+
+# ------------------------------------------------------------------------------------------------- cleanup
+def test_interrupt_mid_sampling_unhooks(host):
+    original = webui_adapter.SegretSession.before_model_call
+    count = []
+
+    def interrupt_after_two(self, x, sigma, run):
+        count.append(1)
+        if len(count) == 2:
+            shared.state.interrupt()
+        return original(self, x, sigma, run)
+
+    webui_adapter.SegretSession.before_model_call = interrupt_after_two
+    try:
+        p, res = host.txt2img(script_args=host.args(**ON), steps=6)
+    finally:
+        webui_adapter.SegretSession.before_model_call = original
+        shared.state.begin()
+    assert len(res.latents) == 1 and len(count) == 2
+    assert_clean(host, p)
+
+
+def test_exception_elsewhere_in_generation_still_unhooks(host):
+    def broken(mod, args):
+        if not torch.is_grad_enabled():
+            raise RuntimeError("another extension broke the UNet")
+
+    handle = host.model.model.diffusion_model.middle_block.register_forward_pre_hook(broken)
+    try:
+        with pytest.raises(RuntimeError, match="another extension"):
+            host.txt2img(script_args=host.args(**ON), steps=3)
+    finally:
+        handle.remove()
+    assert_clean(host)
+    # the next generation works normally
+    _, res = host.txt2img(script_args=host.args(**ON), steps=3)
+    assert "first pass: 3/3" in res.infotexts[0]
+
+
+def test_attention_optimisation_on_the_class_keeps_working(host):
+    from ldm.modules.attention import CrossAttention
+
+    original = CrossAttention.forward
+
+    def chunked_forward(self, x, context=None, mask=None, **kwargs):
+        return original(self, x, context, mask)
+
+    CrossAttention.forward = chunked_forward
+    try:
+        p, res = host.txt2img(script_args=host.args(**ON), steps=3)
+        assert "first pass: 3/3" in res.infotexts[0]
+        assert_clean(host, p)
+        assert all(m.forward.__func__ is chunked_forward
+                   for m in cross_attention_modules(host.model.model.diffusion_model))
+    finally:
+        CrossAttention.forward = original
+
+
+# ------------------------------------------------------------------------------------------------- maps, API, paste
+def test_show_maps_adds_a_grid_to_the_gallery(host):
+    _, res = host.txt2img(script_args=host.args(**ON, show_maps=True), steps=4, batch_size=2)
+    assert len(res.images) == 4 and len(res.infotexts) == 4
+    grid = res.images[2]
+    assert grid.size[0] > 4 * 128 and grid.size[1] > 2 * 128
+
+
+def test_api_list_and_dict_args(host):
+    by_list = api.init_script_args({"a-star": {"args": [True, "cat, dog", 1.0, 0.5, 30.0]}}, host.runner)
+    by_dict = api.init_script_args({"A-STAR": {"args": [{"concepts": ["cat", "dog"], "ret_weight": 0.5,
+                                                         "step_size": 30}]}}, host.runner)
+    _, res_list = host.txt2img(script_args=by_list, steps=3)
+    _, res_dict = host.txt2img(script_args=by_dict, steps=3)
+    assert torch.equal(latents(res_list), latents(res_dict))
+    assert "A-STAR ret weight: 0.5" in res_dict.infotexts[0] and "A-STAR step size: 30" in res_dict.infotexts[0]
+    with pytest.raises(api.HTTPException):
+        api.init_script_args({"astar": {"args": []}}, host.runner)
+
+
+def test_api_dict_with_bad_value_says_what_is_wrong(host):
+    args = api.init_script_args({"A-STAR": {"args": [{"concepts": "cat, dog", "step_siz": 3}]}}, host.runner)
+    _, res = host.txt2img(script_args=args, steps=3)
+    assert "unknown A-STAR setting(s): step_siz" in res.infotexts[0]
+    args = api.init_script_args({"A-STAR": {"args": [{"concepts": "cat, dog", "last_step": "ten"}]}}, host.runner)
+    _, res = host.txt2img(script_args=args, steps=3)
+    assert "last_step: cannot read 'ten'" in res.infotexts[0]
+
+
+def test_infotext_paste_restores_the_controls(host):
+    values = {**ON, "seg_weight": 1.5, "ret_weight": 0.25, "step_size": 12.5, "last_step": 7,
+              "threshold_mode": "otsu", "iterative": True, "hires": True}
+    _, res = host.txt2img(script_args=host.args(**values), steps=3)
+    params = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    pasted = {id(c): v for c, v in infotext_utils.apply_infotext(params, host.runner.infotext_fields)}
+    controls = dict(zip(UI_FIELDS, host.script.controls, strict=True))
+    for name, expected in values.items():
+        got = pasted[id(controls[name])]
+        assert str(got) == str(expected) or float(got) == float(expected), name
+    empty = infotext_utils.apply_infotext({"Steps": "20"}, host.script.infotext_fields)
+    assert empty == [(controls["enabled"], False)]
+
+
+def test_xyz_axes_override_settings(host):
+    class AxisOption:
+        def __init__(self, label, type, apply, **kwargs):
+            self.label, self.type, self.apply = label, type, apply
+
+    xyz_module = type("xyz", (), {"AxisOption": AxisOption, "axis_options": []})
+    xyz_class = type("Script", (scripts.Script,), {"__module__": "xyz_grid.py"})
+    scripts.scripts_data.append(scripts.ScriptClassData(xyz_class, "xyz_grid.py", "", xyz_module))
+    try:
+        script_callbacks.before_ui_callback()
+        script_callbacks.before_ui_callback()  # twice: no duplicate axes
+    finally:
+        scripts.scripts_data.pop()
+    labels = [o.label for o in xyz_module.axis_options]
+    assert labels == [a[0] for a in webui_adapter.XYZ_AXES]
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat and a dog", sd_model=host.model,
+                                                    scripts=host.runner, script_args=host.args(**ON),
+                                                    steps=3, width=256, height=256)
+    xyz_module.axis_options[2].apply(p, 33.0, [33.0])
+    xyz_module.axis_options[3].apply(p, 2, [2])
+    res = processing.run_generation(p)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR step size"] == "33" and info["A-STAR last step"] == "2"
+    assert info["A-STAR result"].startswith("first pass: 2/3 steps")
+
+
+def test_script_errors_are_not_swallowed_silently(host):
+    assert scripts.errors == []
