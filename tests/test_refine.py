@@ -129,3 +129,23 @@ def test_non_finite_maps_skip_the_update():
     new_x, res = refiner.refine(x, torch.ones(1, 1, 1, 1), 0, 10, nan_maps)
     assert torch.equal(new_x, x) and res.updates == 0 and "non-finite" in res.skipped
     assert refiner.prev_masks[0] is None
+
+
+def test_layout_masks_replace_the_previous_step_mask(rig):
+    """Paper section 5: a user-given mask B^m per concept instead of the previous step's map."""
+    session = rig.session([PROMPT], seg_weight=0.0)
+    sigma = rig.denoiser.get_sigmas(30)[5]
+    forward_maps = forward_maps_for(rig, session, sigma)
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    layout = torch.zeros(2, 8, 8)
+    layout[0, :, :4] = 1.0  # cat on the left
+    layout[1, :, 4:] = 1.0  # dog on the right
+    refiner = Refiner(session.params, 1, layout_masks=[layout])
+    x = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(2)) * sigma
+    losses = []
+    for step in range(4):
+        x, res = refiner.refine(x, s, step, 30, forward_maps)
+        losses.append(res.loss)
+    session.close()
+    assert res.updates == 1 and set(res.parts) == {"ret"}  # retention from the first step: the mask is given
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
