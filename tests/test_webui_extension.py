@@ -381,3 +381,22 @@ def test_xyz_axes_override_settings(host):
 
 def test_script_errors_are_not_swallowed_silently(host):
     assert scripts.errors == []
+
+
+# ------------------------------------------------------------------------------------------------- half precision
+HALF = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + (
+    [pytest.param("cuda", torch.float16, id="cuda-fp16")] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize(("device", "dtype"), HALF)
+def test_half_precision_unet(device, dtype):
+    """The UNet in 16-bit under autocast, the sampler latent in float32 (the WebUI without --no-half)."""
+    h = Host("sd1", device=device, dtype=dtype)
+    _, plain = h.txt2img(steps=4)
+    p, res = h.txt2img(script_args=h.args(**ON, step_size=60.0), steps=4)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 4/4 steps"), info
+    assert "A-STAR warnings" not in info
+    assert torch.isfinite(latents(res)).all()
+    assert (latents(res) - latents(plain)).abs().max() > 1e-3
+    assert_clean(h, p)

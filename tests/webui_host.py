@@ -22,9 +22,9 @@ def load_extension():
 
 
 class Host:
-    def __init__(self, kind="sd1", is_img2img=False):
+    def __init__(self, kind="sd1", is_img2img=False, device="cpu", dtype=None):
         load_extension()
-        shared.sd_model = TinySDModel(kind)
+        shared.sd_model = TinySDModel(kind, device=device, dtype=dtype or __import__("torch").float32)
         self.model = shared.sd_model
         self.runner = scripts.ScriptRunner()
         self.runner.initialize_scripts(is_img2img)

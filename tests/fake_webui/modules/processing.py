@@ -57,7 +57,8 @@ class StableDiffusionProcessing:
         self.all_seeds = [self.seed + i for i in range(n)]
 
     def noise(self, shape):
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in self.seeds])
+        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in self.seeds]
+        return torch.stack(noise).to(self.sd_model.device)
 
     def setup_conds(self):
         self.c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.prompts, self.steps)
@@ -114,7 +115,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        init = self.init_latent_source.expand(len(self.prompts), -1, -1, -1).clone()
+        init = self.init_latent_source.to(self.sd_model.device).expand(len(self.prompts), -1, -1, -1).clone()
         x = self.noise(tuple(init.shape[1:]))
         if self.scripts is not None:
             self.scripts.process_before_every_sampling(self, x=init, noise=x, c=conditioning,
@@ -150,11 +151,13 @@ def process_images(p) -> Processed:
                 p.scripts.before_process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds)
                 p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds)
             p.setup_conds()
-            samples = p.sample(p.c, p.uc, p.seeds, None, 0.0, p.prompts)
+            dtype = p.sd_model.dtype_unet  # sampling runs under devices.autocast()
+            with torch.autocast(p.sd_model.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                samples = p.sample(p.c, p.uc, p.seeds, None, 0.0, p.prompts)
             if p.scripts is not None:
                 p.scripts.postprocess_batch(p, samples, batch_number=n)
             for i, latent in enumerate(samples):
-                latents.append(latent.clone())
+                latents.append(latent.detach().float().cpu())
                 images.append(latent_to_image(latent))
                 infotexts.append(create_infotext(p, n * p.batch_size + i))
     res = Processed(p, images, infotexts, latents)

@@ -67,8 +67,9 @@ class FrozenCLIPEmbedderWithCustomWords(nn.Module):
             chunks, _ = self.tokenize_line(prompt)
             embs = []
             for c in chunks:
-                e = self.encoder.table[torch.tensor(c.tokens)] + self.encoder.pos
-                embs.append(e * torch.tensor(c.multipliers)[:, None])
+                dev = self.encoder.table.device
+                e = self.encoder.table[torch.tensor(c.tokens, device=dev)] + self.encoder.pos
+                embs.append(e * torch.tensor(c.multipliers, device=dev)[:, None])
             rows.append(torch.cat(embs))
         n = max(r.shape[0] for r in rows)
         rows = [torch.cat([r, r[-77:].repeat((n - r.shape[0]) // 77, 1)]) for r in rows]
@@ -91,7 +92,8 @@ class GeneralConditioner(nn.Module):
 class TinySDModel(nn.Module):
     """shared.sd_model: model.diffusion_model, cond_stage_model, alphas_cumprod, apply_model."""
 
-    def __init__(self, kind: str = "sd1", seed: int = 0) -> None:
+    def __init__(self, kind: str = "sd1", seed: int = 0, device: str = "cpu", dtype=torch.float32) -> None:
+        """dtype is the UNet's (the WebUI's devices.dtype_unet: float16 unless --no-half)."""
         super().__init__()
         self.is_sdxl = kind == "sdxl"
         self.model = nn.Module()
@@ -102,12 +104,26 @@ class TinySDModel(nn.Module):
         self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0).float())
         self.parameterization = "eps"
         self.unet_calls = 0
+        self.to(device)
+        self.model.diffusion_model.to(dtype)
+        if self.device.type == "cpu" and dtype != torch.float32:
+            # CPU autocast does not upcast GroupNorm's parameters (CUDA autocast does): keep norms in float32
+            for m in self.model.diffusion_model.modules():
+                if isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
+                    m.float()
+        self.dtype_unet = dtype
+
+    @property
+    def device(self):
+        return self.alphas_cumprod.device
 
     def get_learned_conditioning(self, prompts):
         with torch.no_grad():
             return self.cond_stage_model(list(prompts))
 
     def apply_model(self, x, t, cond):
+        """Like the WebUI's hijacked apply_model: inputs cast to the UNet dtype, output back to float."""
         self.unet_calls += 1
         context = cond["crossattn"] if "crossattn" in cond else torch.cat(cond["c_crossattn"], 1)
-        return self.model.diffusion_model(x, t, context=context)
+        out = self.model.diffusion_model(x.to(self.dtype_unet), t, context=context.to(self.dtype_unet))
+        return out.float()

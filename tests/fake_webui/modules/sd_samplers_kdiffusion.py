@@ -61,7 +61,7 @@ class KDiffusionSampler:
         extra = {}
         if "noise_sampler" in self.func.__code__.co_varnames:
             g = torch.Generator().manual_seed(int(p.seeds[0]) + 7)
-            extra["noise_sampler"] = lambda s, sn: torch.randn(x.shape, generator=g)
+            extra["noise_sampler"] = lambda s, sn: torch.randn(x.shape, generator=g).to(x.device)
         return extra
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
