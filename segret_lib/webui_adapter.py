@@ -180,8 +180,7 @@ class SegretScript(scripts.Script):
     def ui(self, is_img2img: bool):
         tab = "img2img" if is_img2img else "txt2img"
         d = SegretParams()
-        with InputAccordion(False, label=ACCORDION_LABEL, elem_id=f"segret_{tab}",
-                            elem_classes=["segret-accordion"]) as enabled:
+        with InputAccordion(False, label=ACCORDION_LABEL, elem_id=f"segret_{tab}") as enabled:
             concepts = gr.Textbox(label="Concepts", placeholder="cat, dog", lines=1, elem_id=f"segret_{tab}_concepts",
                                   info=TIPS["concepts"])
             gr.HTML("", elem_id=f"segret_{tab}_chips", elem_classes=["segret-chips"])

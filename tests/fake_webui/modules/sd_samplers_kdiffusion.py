@@ -4,7 +4,6 @@ import torch
 
 from modules import sd_samplers_common, shared
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
-from modules.shared import state
 from tests.thirdparty import k_diffusion
 
 samplers_k_diffusion = [
@@ -28,31 +27,13 @@ class CFGDenoiserKDiffusion(CFGDenoiser):
         return self.model_wrap
 
 
-class KDiffusionSampler:
+class KDiffusionSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model, options=None):
+        super().__init__(funcname)
         sampling, _ = k_diffusion()
-        self.funcname = funcname
         self.func = getattr(sampling, funcname)
-        self.config = None
         self.model_wrap_cfg = CFGDenoiserKDiffusion(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
-        self.last_latent = None
-        self.s_min_uncond = 0.0
-        self.sampler_extra_args = {}
-
-    def callback_state(self, d):
-        state.sampling_step = d["i"]
-        self.last_latent = d["denoised"]
-
-    def launch_sampling(self, steps, func):
-        self.model_wrap_cfg.steps = steps
-        self.model_wrap_cfg.total_steps = self.config.total_steps(steps)
-        state.sampling_steps = steps
-        state.sampling_step = 0
-        try:
-            return func()
-        except sd_samplers_common.InterruptedException:
-            return self.last_latent
 
     def get_sigmas(self, p, steps):
         return self.model_wrap.get_sigmas(steps)
@@ -64,32 +45,22 @@ class KDiffusionSampler:
             extra["noise_sampler"] = lambda s, sn: torch.randn(x.shape, generator=g).to(x.device)
         return extra
 
-    def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
-        steps = steps or p.steps
-        sigmas = self.get_sigmas(p, steps)
-        x = x * sigmas[0]
-        self.model_wrap_cfg.step = 0
-        self.last_latent = x
-        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
-                                   "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,
-                                   "s_min_uncond": self.s_min_uncond}
+    def _run(self, p, x, sigmas, steps, conditioning, unconditional_conditioning, image_conditioning):
+        self.initialize(p, x, conditioning, unconditional_conditioning, image_conditioning)
         extra = self._extra(p, x)
         return self.launch_sampling(steps, lambda: self.func(
             self.model_wrap_cfg, x, sigmas, extra_args=self.sampler_extra_args, disable=True,
             callback=self.callback_state, **extra))
 
+    def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+        steps = steps or p.steps
+        sigmas = self.get_sigmas(p, steps)
+        return self._run(p, x * sigmas[0], sigmas, steps, conditioning, unconditional_conditioning,
+                         image_conditioning)
+
     def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None,
                        image_conditioning=None):
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
-        sigmas = self.get_sigmas(p, steps)
-        sigma_sched = sigmas[steps - t_enc - 1:]
-        xi = x + noise * sigma_sched[0]
-        self.model_wrap_cfg.step = 0
-        self.last_latent = xi
-        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
-                                   "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,
-                                   "s_min_uncond": self.s_min_uncond}
-        extra = self._extra(p, x)
-        return self.launch_sampling(t_enc + 1, lambda: self.func(
-            self.model_wrap_cfg, xi, sigma_sched, extra_args=self.sampler_extra_args, disable=True,
-            callback=self.callback_state, **extra))
+        sigma_sched = self.get_sigmas(p, steps)[steps - t_enc - 1:]
+        return self._run(p, x + noise * sigma_sched[0], sigma_sched, t_enc + 1, conditioning,
+                         unconditional_conditioning, image_conditioning)

@@ -4,7 +4,6 @@ import torch
 
 from modules import sd_samplers_common, shared
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
-from modules.shared import state
 
 
 class CompVisTimestepsDenoiser(torch.nn.Module):
@@ -43,40 +42,20 @@ def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=
     return x
 
 
-class CompVisSampler:
+class CompVisSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model):
+        super().__init__(funcname)
         self.func = ddim
-        self.config = None
         self.model_wrap_cfg = CFGDenoiserTimesteps(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
-        self.last_latent = None
-        self.s_min_uncond = 0.0
-
-    def callback_state(self, d):
-        state.sampling_step = d["i"]
-        self.last_latent = d["denoised"]
 
     def get_timesteps(self, p, steps):
         return torch.clip(torch.arange(0, 1000, 1000 // steps)[:steps] + 1, 0, 999)
 
-    def launch_sampling(self, steps, func):
-        self.model_wrap_cfg.steps = steps
-        self.model_wrap_cfg.total_steps = self.config.total_steps(steps)
-        state.sampling_steps = steps
-        state.sampling_step = 0
-        try:
-            return func()
-        except sd_samplers_common.InterruptedException:
-            return self.last_latent
-
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps = steps or p.steps
         timesteps = self.get_timesteps(p, steps)
-        self.model_wrap_cfg.step = 0
-        self.last_latent = x
-        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
-                                   "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,
-                                   "s_min_uncond": self.s_min_uncond}
+        self.initialize(p, x, conditioning, unconditional_conditioning, image_conditioning)
         return self.launch_sampling(steps, lambda: self.func(
             self.model_wrap_cfg, x, timesteps, extra_args=self.sampler_extra_args, disable=True,
             callback=self.callback_state))
