@@ -231,6 +231,9 @@ class SegretScript(scripts.Script):
     # ------------------------------------------------------------------ generation lifecycle
     def process(self, p, *args) -> None:
         self._cleanup()  # a previous generation that died before postprocess
+        # X/Y/Z plot cells are shallow copies of one p and share extra_generation_params: drop our old entries
+        for key in [k for k in p.extra_generation_params if str(k).startswith(f"{INFOTEXT_PREFIX} ")]:
+            del p.extra_generation_params[key]
         try:
             params = params_from_args(args, getattr(p, OVERRIDES_ATTR, None))
         except ParamError as e:

@@ -379,6 +379,26 @@ def test_xyz_axes_override_settings(host):
     assert info["A-STAR result"].startswith("first pass: 2/3 steps")
 
 
+def test_xyz_cells_sharing_extra_generation_params_do_not_leak_warnings(host):
+    """X/Y/Z cells are shallow copies of one p: extra_generation_params is shared between them."""
+    import copy
+
+    base = processing.StableDiffusionProcessingTxt2Img(prompt="a cat and a dog", sd_model=host.model,
+                                                       scripts=host.runner, steps=3, width=256, height=256,
+                                                       script_args=host.args(enabled=True, concepts="cat, zebra"))
+    first = processing.run_generation(copy.copy(base))
+    assert "zebra" in first.infotexts[0]
+    second_p = copy.copy(base)
+    second_p.script_args = host.args(**ON)
+    assert second_p.extra_generation_params is base.extra_generation_params
+    second = processing.run_generation(second_p)
+    assert "zebra" not in second.infotexts[0] and "A-STAR warnings" not in second.infotexts[0]
+    third_p = copy.copy(base)
+    third_p.script_args = host.args(enabled=False)
+    third = processing.run_generation(third_p)
+    assert "A-STAR" not in third.infotexts[0]
+
+
 def test_script_errors_are_not_swallowed_silently(host):
     assert scripts.errors == []
 

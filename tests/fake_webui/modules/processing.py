@@ -101,6 +101,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         samples = self.sampler.sample_img2img(self, samples, noise, hr_c, self.uc,
                                               steps=self.hr_second_pass_steps or self.steps,
                                               image_conditioning=self.image_conditioning(samples))
+        self.sampler = None
         self.is_hr_pass = False
         return samples
 

@@ -1,0 +1,194 @@
+"""Benchmark (not a test): plain denoising vs. A-STAR refinement on the full SD1.5 UNet architecture.
+
+Random weights (nothing is downloaded); real ldm UNet, real k-diffusion Euler sampler with classifier-free
+guidance (cond + uncond batch), real CLIP tokenizer for the concept positions. Prints time per step and peak
+memory of each mode and their ratios, all measured in one run.
+
+    python tests/benchmark.py                  # CUDA if present (fp16, 512 px), else CPU (fp32, 256 px)
+    python tests/benchmark.py --device cpu --size 256 --steps 3
+
+CPU memory: each mode runs in a fresh subprocess; its peak RSS (ru_maxrss) minus the RSS after the model is
+built is the mode's working memory. CUDA memory: torch.cuda.max_memory_allocated minus the allocation after
+the model is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from segret_lib.capture import cross_attention_modules  # noqa: E402
+from segret_lib.params import SegretParams  # noqa: E402
+from segret_lib.session import PassInfo, SegretSession  # noqa: E402
+from segret_lib.tokens import map_concepts  # noqa: E402
+from tests.cfg_host import CFGModel  # noqa: E402
+from tests.thirdparty import k_diffusion  # noqa: E402
+from tests.tiny_models import TinyLDM, TinyTextEncoder  # noqa: E402
+
+PROMPT = "a photo of a cat and a dog"
+CONCEPTS = ("cat", "dog")
+MODES = {
+    "plain": None,
+    "astar": {"early_exit": True},
+    "astar_no_early_exit": {"early_exit": False},
+}
+
+
+def sd15_unet():
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    torch.manual_seed(0)
+    unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+                     num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
+                     transformer_depth=1, context_dim=768, use_checkpoint=False, legacy=False)
+    return unet.eval().requires_grad_(False)
+
+
+class Bench:
+    def __init__(self, device: str, size: int, batch: int) -> None:
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        unet = sd15_unet().to(self.device, self.dtype)
+        self.ldm = TinyLDM(unet).to(self.device)
+        _, external = k_diffusion()
+        self.denoiser = external.CompVisDenoiser(self.ldm)
+        encoder = TinyTextEncoder(dim=768)
+        self.cond = encoder([PROMPT] * batch).to(self.device, self.dtype)
+        self.uncond = encoder([""] * batch).to(self.device, self.dtype)
+        pt = encoder.prompt_tokens(PROMPT)
+        found, warnings = map_concepts(pt, CONCEPTS, encoder.encode)
+        assert not warnings, warnings
+        self.concepts, self.n_real = [found] * batch, [pt.n_real] * batch
+        self.latent = size // 8
+        self.batch = batch
+        self.unet = unet
+
+    def run(self, mode: str, steps: int) -> dict:
+        sampling, _ = k_diffusion()
+        session = None
+        if MODES[mode] is not None:
+            params = SegretParams(enabled=True, concepts=CONCEPTS, **MODES[mode])
+            session = SegretSession(params, cross_attention_modules(self.unet), self.concepts, self.n_real)
+            session.begin_pass(PassInfo((self.latent, self.latent), steps))
+        model = CFGModel(self.denoiser, self.cond, self.uncond, 7.0, session)
+        sigmas = self.denoiser.get_sigmas(steps).to(self.device)
+        g = torch.Generator().manual_seed(0)
+        x = (torch.randn(self.batch, 4, self.latent, self.latent, generator=g) * sigmas[0].cpu()).to(self.device)
+        self.sync()
+        start = time.perf_counter()
+        try:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.dtype,
+                                                 enabled=self.dtype != torch.float32):
+                out = sampling.sample_euler(model, x, sigmas, callback=model.callback, disable=True)
+        finally:
+            if session is not None:
+                session.close()
+        self.sync()
+        elapsed = time.perf_counter() - start
+        result = {"seconds": elapsed, "finite": bool(torch.isfinite(out).all())}
+        if session is not None:
+            res = session.passes[0].results
+            result["loss_first"], result["loss_last"] = res[0].loss, res[-1].final_loss
+            result["warnings"] = session.warnings
+        return result
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure(mode: str, args) -> dict:
+    """Build the model, warm up, time `repeat` runs; peak memory of this mode's sampling."""
+    bench = Bench(args.device, args.size, args.batch)
+    cuda = bench.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = rss_mib()
+    bench.run(mode, 1)  # warm-up
+    times, last = [], {}
+    for _ in range(args.repeat):
+        last = bench.run(mode, args.steps)
+        times.append(last["seconds"] / args.steps)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else rss_mib() - base
+    return {"mode": mode, "s_per_step": statistics.median(times), "peak_mib": peak,
+            "weights_mib": base / 2**20 if cuda else base, **{k: v for k, v in last.items() if k != "seconds"}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", type=int, default=None, help="image size in px (default 512 GPU, 256 CPU)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default 20 GPU, 3 CPU)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=None, help="timed runs per mode, median (default 3 GPU, 1 CPU)")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--out", default=None, help="write the numbers as JSON")
+    ap.add_argument("--single-mode", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    gpu = args.device.startswith("cuda")
+    args.size = args.size or (512 if gpu else 256)
+    args.steps = args.steps or (20 if gpu else 3)
+    args.repeat = args.repeat or (3 if gpu else 1)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    if args.single_mode:
+        print(json.dumps(measure(args.single_mode, args)))
+        return
+    modes = args.modes.split(",")
+    results = {}
+    for mode in modes:
+        if gpu:  # one process; peaks are reset per mode
+            results[mode] = measure(mode, args)
+        else:  # fresh process per mode so each peak RSS is its own
+            cmd = [sys.executable, __file__, "--single-mode", mode, "--device", args.device, "--size", str(args.size),
+                   "--steps", str(args.steps), "--batch", str(args.batch), "--repeat", str(args.repeat)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results[mode] = json.loads(out.strip().splitlines()[-1])
+        print(f"  measured {mode}: {results[mode]['s_per_step']:.3f} s/step", flush=True)
+    name = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"\nA-STAR benchmark: SD1.5 UNet (random weights), {name}, torch {torch.__version__}, "
+          f"{'fp16' if gpu else 'fp32'}, {args.size}x{args.size}, batch {args.batch}, {args.steps} Euler steps, "
+          f"CFG, median of {args.repeat}")
+    print(f"memory: {'CUDA allocated above the loaded model' if gpu else 'peak RSS above the loaded model'}")
+    print(f"{'mode':<22}{'s/step':>10}{'peak MiB':>12}{'loss first->last':>20}")
+    for mode, r in results.items():
+        loss = f"{r['loss_first']:.3f}->{r['loss_last']:.3f}" if "loss_first" in r else "-"
+        print(f"{mode:<22}{r['s_per_step']:>10.3f}{r['peak_mib']:>12.0f}{loss:>20}")
+    plain = results.get("plain")
+    ratios = {}
+    if plain:
+        for mode, r in results.items():
+            if mode == "plain":
+                continue
+            ratios[mode] = {"time": r["s_per_step"] / plain["s_per_step"],
+                            "memory": r["peak_mib"] / max(plain["peak_mib"], 1e-9)}
+            print(f"ratio {mode}/plain: time x{ratios[mode]['time']:.2f}, peak memory x{ratios[mode]['memory']:.2f}")
+    if "astar" in results and "astar_no_early_exit" in results:
+        a, b = results["astar"], results["astar_no_early_exit"]
+        print(f"early exit saves: time x{b['s_per_step'] / a['s_per_step']:.2f}, "
+              f"memory x{b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f} (no-early-exit / early-exit)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "device": name, "results": results,
+                                              "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
