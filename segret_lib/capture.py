@@ -105,7 +105,7 @@ class AttentionCapture:
                 or not capture.active
                 or context is None
                 or args
-                or any(v is not None for v in kwargs.values())
+                or any(_set(v) for v in kwargs.values())
                 or x.shape[1] != capture.target_pixels
             ):
                 return original(x, context, *args, **kwargs)
@@ -117,3 +117,9 @@ class AttentionCapture:
 
         forward.segret_inert = False
         return forward
+
+
+def _set(value) -> bool:
+    """Whether an extra attention argument changes the result (sgm passes additional_tokens=None and
+    n_times_crossframe_attn_in_self=0 by default); a mask or extra tokens send the call to the original."""
+    return value is not None and value is not False and not (isinstance(value, int) and value == 0)

@@ -26,7 +26,8 @@ class StepResult:
     parts: dict[str, float] = field(default_factory=dict)
     updates: int = 0
     skipped: str | None = None
-    maps_before: list[torch.Tensor] | None = None  # per image, detached, on CPU
+    images: int = 0  # images refined
+    maps_before: list[torch.Tensor] | None = None  # per image, detached, on CPU (only when asked for)
 
 
 class NonFiniteGradient(RuntimeError):
@@ -59,15 +60,16 @@ class Refiner:
         return total, parts
 
     def refine(self, x: torch.Tensor, scale: torch.Tensor, step: int, total_steps: int,
-               forward_maps: ForwardMaps, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, StepResult]:
+               forward_maps: ForwardMaps, rows: Sequence[int] | None = None,
+               keep_maps: bool = False) -> tuple[torch.Tensor, StepResult]:
         """Return the updated sampler latent for the images `rows` (x is [len(rows), ...]).
 
         scale: s with x = z * s, broadcastable to x. The loss is differentiated w.r.t. z (what the UNet sees)
-        and x moves by -alpha_t * s * grad_z L.
+        and x moves by -alpha_t * s * grad_z L. keep_maps: copy the maps before the update to the CPU.
         """
         p = self.params
         rows = list(range(x.shape[0])) if rows is None else list(rows)
-        result = StepResult(step=step)
+        result = StepResult(step=step, images=len(rows))
         alpha = step_size(p.step_size, step, total_steps)
         max_updates = p.iterative_max if p.iterative and step in p.iterative_steps else 1
         scale = scale.to(x.device, torch.float32)
@@ -82,7 +84,8 @@ class Refiner:
             result.final_loss = value
             if it == 0:
                 result.loss, result.parts = value, parts
-                result.maps_before = [m.detach().float().cpu() for m in maps]
+                if keep_maps:
+                    result.maps_before = [m.detach().float().cpu() for m in maps]
             if not torch.isfinite(loss.detach()):
                 result.skipped = f"non-finite loss ({value}) at step {step + 1}; update skipped"
                 break

@@ -154,7 +154,7 @@ class SegretSession:
     def _refine_step(self, x: torch.Tensor, sigma: torch.Tensor, step: int, run_unet: RunUnet) -> StepResult:
         rows = self._rows_to_refine()
         chunk = self.chunk_size if self.chunk_size > 0 else len(rows)
-        merged = StepResult(step=step, loss=0.0, final_loss=0.0, maps_before=[])
+        merged = StepResult(step=step, loss=0.0, final_loss=0.0)
         updates = []
         # Forge-style front ends sample under inference mode: work on normal tensors, write back afterwards
         with torch.inference_mode(False):
@@ -175,20 +175,21 @@ class SegretSession:
         s = latent_scale(sig.index_select(0, index) if sig.numel() > 1 else sig.expand(len(part)),
                          info.parameterization)
         s = s.reshape(-1, *([1] * (xs.dim() - 1)))
+        snapshot = step in self._snap_steps
         new_x, res = self.refiner.refine(
             xs, s, step, info.total_steps,
-            lambda xm: self._forward_maps(xm, sig, part, index, run_unet), rows=part,
+            lambda xm: self._forward_maps(xm, sig, part, index, run_unet), rows=part, keep_maps=snapshot,
         )
         merged.loss = (merged.loss or 0.0) + (res.loss or 0.0)
         merged.final_loss = (merged.final_loss or 0.0) + (res.final_loss or 0.0)
         merged.updates = max(merged.updates, res.updates)
+        merged.images += res.images
         for k, v in res.parts.items():
             merged.parts[k] = merged.parts.get(k, 0.0) + v
-        merged.maps_before.extend(res.maps_before or [])
         if res.skipped:
             merged.skipped = res.skipped
             self.warn(res.skipped)
-        if step in self._snap_steps:
+        if snapshot:
             self._record_snapshot(step, part, res, new_x, sig, index, run_unet)
         return new_x
 
@@ -224,16 +225,25 @@ class SegretSession:
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> str:
-        """Short infotext summary: refined steps and the loss at the first and last refined step."""
+        """Short infotext summary per pass: refined steps, the segregation loss at the first and the last
+        refined step, and the retention loss at the last one, each as a mean over the refined images."""
         parts = []
         for info in self.passes:
-            done = [r for r in info.results if r.updates > 0]
             if not info.results:
                 continue
+            done = sum(r.updates > 0 for r in info.results)
+            text = f"{info.label}: {done}/{info.total_steps} steps"
             first, last = info.results[0], info.results[-1]
-            parts.append(f"{info.label}: {len(done)}/{info.total_steps} steps, "
-                         f"loss {first.loss:.3f}->{last.final_loss:.3f}")
+            if "seg" in first.parts and "seg" in last.parts:
+                text += f", L_seg {_per_image(first, 'seg'):.3f}->{_per_image(last, 'seg'):.3f}"
+            if "ret" in last.parts:
+                text += f", L_ret {_per_image(last, 'ret'):.3f}"
+            parts.append(text)
         return "; ".join(parts)
+
+
+def _per_image(result: StepResult, name: str) -> float:
+    return result.parts[name] / max(result.images, 1)
 
 
 def _free_memory() -> None:

@@ -6,15 +6,17 @@ memory of each mode and their ratios, all measured in one run.
 
     python tests/benchmark.py                  # CUDA if present (fp16, 512 px), else CPU (fp32, 256 px)
     python tests/benchmark.py --device cpu --size 256 --steps 3
+    python tests/benchmark.py --attention naive     # ldm's own attention instead of the WebUI's default sdp
 
-CPU memory: each mode runs in a fresh subprocess; its peak RSS (ru_maxrss) minus the RSS after the model is
-built is the mode's working memory. CUDA memory: torch.cuda.max_memory_allocated minus the allocation after
-the model is built.
+CPU memory: each mode runs in a fresh subprocess; the peak RSS is reset after the model is built (Linux
+/proc/self/clear_refs), and the peak during sampling minus the RSS at that point is the mode's working
+memory. CUDA memory: torch.cuda.max_memory_allocated minus the allocation after the model is built.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -35,7 +37,7 @@ from segret_lib.session import PassInfo, SegretSession  # noqa: E402
 from segret_lib.tokens import map_concepts  # noqa: E402
 from tests.cfg_host import CFGModel  # noqa: E402
 from tests.thirdparty import k_diffusion  # noqa: E402
-from tests.tiny_models import TinyLDM, TinyTextEncoder  # noqa: E402
+from tests.tiny_models import TinyLDM, TinyTextEncoder, sdp_attention_forward  # noqa: E402
 
 PROMPT = "a photo of a cat and a dog"
 CONCEPTS = ("cat", "dog")
@@ -57,7 +59,11 @@ def sd15_unet():
 
 
 class Bench:
-    def __init__(self, device: str, size: int, batch: int) -> None:
+    def __init__(self, device: str, size: int, batch: int, attention: str) -> None:
+        if attention == "sdp":  # what the WebUI's default optimisation does: replace forward on the class
+            from ldm.modules.attention import CrossAttention
+
+            CrossAttention.forward = sdp_attention_forward
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         unet = sd15_unet().to(self.device, self.dtype)
@@ -100,7 +106,9 @@ class Bench:
         result = {"seconds": elapsed, "finite": bool(torch.isfinite(out).all())}
         if session is not None:
             res = session.passes[0].results
-            result["loss_first"], result["loss_last"] = res[0].loss, res[-1].final_loss
+            result["seg_first"] = res[0].parts.get("seg", 0.0) / self.batch
+            result["seg_last"] = res[-1].parts.get("seg", 0.0) / self.batch
+            result["ret_last"] = res[-1].parts.get("ret", 0.0) / self.batch
             result["warnings"] = session.warnings
         return result
 
@@ -109,26 +117,51 @@ class Bench:
             torch.cuda.synchronize()
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def reset_rss_peak() -> float:
+    """Reset the process's peak RSS (Linux clear_refs 5) and return the current RSS in MiB; without /proc,
+    fall back to the lifetime peak (ru_maxrss), which then includes building the model."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        current = _status_mib("VmRSS")
+        if current is not None:
+            return current
+    except OSError:
+        pass
+    return rss_peak_mib()
+
+
+def rss_peak_mib() -> float:
+    hwm = _status_mib("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure(mode: str, args) -> dict:
     """Build the model, warm up, time `repeat` runs; peak memory of this mode's sampling."""
-    bench = Bench(args.device, args.size, args.batch)
+    bench = Bench(args.device, args.size, args.batch, args.attention)
     cuda = bench.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        base = rss_mib()
+        base = reset_rss_peak()
     bench.run(mode, 1)  # warm-up
     times, last = [], {}
     for _ in range(args.repeat):
         last = bench.run(mode, args.steps)
         times.append(last["seconds"] / args.steps)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else rss_mib() - base
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else rss_peak_mib() - base
     return {"mode": mode, "s_per_step": statistics.median(times), "peak_mib": peak,
             "weights_mib": base / 2**20 if cuda else base, **{k: v for k, v in last.items() if k != "seconds"}}
 
@@ -141,6 +174,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=None, help="timed runs per mode, median (default 3 GPU, 1 CPU)")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--attention", choices=("sdp", "naive"), default="sdp",
+                    help="CrossAttention forward: torch sdp (the WebUI's default) or ldm's own")
     ap.add_argument("--out", default=None, help="write the numbers as JSON")
     ap.add_argument("--single-mode", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -159,19 +194,21 @@ def main() -> None:
             results[mode] = measure(mode, args)
         else:  # fresh process per mode so each peak RSS is its own
             cmd = [sys.executable, __file__, "--single-mode", mode, "--device", args.device, "--size", str(args.size),
-                   "--steps", str(args.steps), "--batch", str(args.batch), "--repeat", str(args.repeat)]
+                   "--steps", str(args.steps), "--batch", str(args.batch), "--repeat", str(args.repeat),
+                   "--attention", args.attention]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[mode] = json.loads(out.strip().splitlines()[-1])
         print(f"  measured {mode}: {results[mode]['s_per_step']:.3f} s/step", flush=True)
     name = torch.cuda.get_device_name() if gpu else "CPU"
     print(f"\nA-STAR benchmark: SD1.5 UNet (random weights), {name}, torch {torch.__version__}, "
-          f"{'fp16' if gpu else 'fp32'}, {args.size}x{args.size}, batch {args.batch}, {args.steps} Euler steps, "
-          f"CFG, median of {args.repeat}")
+          f"{'fp16' if gpu else 'fp32'}, {args.attention} attention, {args.size}x{args.size}, batch {args.batch}, "
+          f"{args.steps} Euler steps, CFG, median of {args.repeat}")
     print(f"memory: {'CUDA allocated above the loaded model' if gpu else 'peak RSS above the loaded model'}")
-    print(f"{'mode':<22}{'s/step':>10}{'peak MiB':>12}{'loss first->last':>20}")
+    print(f"{'mode':<22}{'s/step':>10}{'peak MiB':>12}{'L_seg first->last':>20}{'L_ret last':>12}")
     for mode, r in results.items():
-        loss = f"{r['loss_first']:.3f}->{r['loss_last']:.3f}" if "loss_first" in r else "-"
-        print(f"{mode:<22}{r['s_per_step']:>10.3f}{r['peak_mib']:>12.0f}{loss:>20}")
+        seg = f"{r['seg_first']:.3f}->{r['seg_last']:.3f}" if "seg_first" in r else "-"
+        ret = f"{r['ret_last']:.3f}" if "ret_last" in r else "-"
+        print(f"{mode:<22}{r['s_per_step']:>10.3f}{r['peak_mib']:>12.0f}{seg:>20}{ret:>12}")
     plain = results.get("plain")
     ratios = {}
     if plain:
@@ -179,12 +216,13 @@ def main() -> None:
             if mode == "plain":
                 continue
             ratios[mode] = {"time": r["s_per_step"] / plain["s_per_step"],
-                            "memory": r["peak_mib"] / max(plain["peak_mib"], 1e-9)}
-            print(f"ratio {mode}/plain: time x{ratios[mode]['time']:.2f}, peak memory x{ratios[mode]['memory']:.2f}")
+                            "memory": r["peak_mib"] / plain["peak_mib"] if plain["peak_mib"] >= 1 else None}
+            mem = f"x{ratios[mode]['memory']:.2f}" if ratios[mode]["memory"] is not None else "n/a (plain peak < 1 MiB)"
+            print(f"ratio {mode}/plain: time x{ratios[mode]['time']:.2f}, peak memory {mem}")
     if "astar" in results and "astar_no_early_exit" in results:
         a, b = results["astar"], results["astar_no_early_exit"]
         print(f"early exit saves: time x{b['s_per_step'] / a['s_per_step']:.2f}, "
-              f"memory x{b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f} (no-early-exit / early-exit)")
+              f"memory x{b['peak_mib'] / max(a['peak_mib'], 1.0):.2f} (no-early-exit / early-exit)")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "device": name, "results": results,
                                               "ratios": ratios}, indent=2))

@@ -5,7 +5,7 @@ from ldm.modules.attention import CrossAttention
 from segret_lib.attention_maps import capture_hw, concept_maps, smooth
 from segret_lib.capture import AttentionCapture, CaptureComplete, cross_attention_modules, explicit_attention
 from segret_lib.tokens import ConceptTokens
-from tests.tiny_models import tiny_unet
+from tests.tiny_models import sdp_attention_forward, tiny_unet
 
 
 def forwards(modules):
@@ -88,13 +88,7 @@ def test_class_level_optimisation_swap_still_works(unet, text_encoder):
 
     def sdp_forward(self, x, context=None, mask=None, **kwargs):
         calls.append(1)
-        h = self.heads
-        q, k, v = self.to_q(x), self.to_k(context if context is not None else x), self.to_v(
-            context if context is not None else x)
-        b = q.shape[0]
-        q, k, v = (t.reshape(b, -1, h, t.shape[-1] // h).transpose(1, 2) for t in (q, k, v))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        return self.to_out(out.transpose(1, 2).reshape(b, -1, h * out.shape[-1]))
+        return sdp_attention_forward(self, x, context, mask)
 
     CrossAttention.forward = sdp_forward
     try:
@@ -113,6 +107,38 @@ def test_class_level_optimisation_swap_still_works(unet, text_encoder):
         assert all(m.forward.__func__ is sdp_forward for m in modules)
     finally:
         CrossAttention.forward = original
+
+
+class SgmSignatureCrossAttention(CrossAttention):
+    """ldm's CrossAttention with the forward signature of sgm's (SDXL), whose BasicTransformerBlock calls
+    attn2(x, context=..., additional_tokens=None) and attn1 with n_times_crossframe_attn_in_self=0."""
+
+    def forward(self, x, context=None, mask=None, additional_tokens=None, n_times_crossframe_attn_in_self=0):
+        n_extra = 0 if additional_tokens is None else additional_tokens.shape[1]
+        if n_extra:
+            x = torch.cat([additional_tokens, x], dim=1)
+        out = super().forward(x, context, mask)
+        return out[:, n_extra:]
+
+
+def test_sgm_call_signature_is_captured_and_extras_pass_through():
+    torch.manual_seed(0)
+    module = SgmSignatureCrossAttention(query_dim=64, context_dim=96, heads=2, dim_head=32).eval()  # heads by channels
+    x, ctx, extra = torch.randn(2, 64, 64), torch.randn(2, 77, 96), torch.randn(2, 3, 64)
+    with torch.no_grad():
+        ref = module(x, context=ctx)
+        ref_extra = module(x, context=ctx, additional_tokens=extra)
+        cap = AttentionCapture()
+        with cap.installed_on([module]), cap.capturing(64) as probs:
+            out = module(x, context=ctx, additional_tokens=None)  # how sgm's transformer block calls attn2
+            out_default = module(x, context=ctx, n_times_crossframe_attn_in_self=0)
+            assert len(probs) == 2 and probs[0].shape == (2, 64, 77)
+            out_extra = module(x, context=ctx, additional_tokens=extra)  # changes the attention: not captured
+            assert len(probs) == 2
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_default, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out_extra, ref_extra)
+    assert "forward" not in module.__dict__
 
 
 def test_early_exit_stops_after_needed_layers(unet, text_encoder):

@@ -214,3 +214,15 @@ def test_snapshots_and_grid(rig):
     assert len(grids) == 1
     w, h = grids[0].size
     assert w > 8 * 128 and h > 2 * 128
+
+
+def test_summary_reports_per_image_losses_of_first_and_last_step(rig):
+    prompts = ["a cat and a dog", "a dog beside a cat"]
+    session = rig.session(prompts)
+    rig.sample(prompts, steps=4, session=session)
+    results = session.passes[0].results
+    first_seg = results[0].parts["seg"] / 2
+    last_seg, last_ret = results[-1].parts["seg"] / 2, results[-1].parts["ret"] / 2
+    assert "ret" not in results[0].parts  # no retention mask at the first step
+    assert 0.0 < first_seg <= 0.5 and 0.0 < last_ret <= 2.0  # per image: one pair, two concepts
+    assert session.summary() == f"first pass: 4/4 steps, L_seg {first_seg:.3f}->{last_seg:.3f}, L_ret {last_ret:.3f}"

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from modules import infotext_utils, processing, script_callbacks, scripts, shared
+from modules import infotext_utils, processing, script_callbacks, scripts, sd_samplers, shared
 from modules.api import api
 
 from segret_lib import webui_adapter
@@ -88,11 +88,16 @@ def test_enabled_changes_the_image_writes_infotext_and_unhooks(host):
 
 @pytest.mark.parametrize(
     ("sampler", "evals"),
-    [("Euler a", 5), ("Heun", 9), ("DPM++ 2M", 5), ("DPM++ SDE", 9), ("DPM2", 9), ("LMS", 5), ("DDIM", 5)],
+    [("Euler a", 5), ("Heun", 9), ("DPM++ 2M", 5), ("DPM++ SDE", 9), ("DPM2", 9), ("LMS", 5), ("DDIM", 5),
+     ("PLMS", 6)],
 )
-def test_every_sampler_refines_once_per_step(host, sampler, evals):
+def test_every_sampler_refines_once_per_step(host, sampler, evals, monkeypatch):
     plain = without_extension(host, steps=5, sampler_name=sampler)
+    created = []
+    create = sd_samplers.create_sampler
+    monkeypatch.setattr(sd_samplers, "create_sampler", lambda *a: created.append(create(*a)) or created[-1])
     p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=5, sampler_name=sampler)
+    assert created[0].model_wrap_cfg.calls == evals  # the sampler's own evaluations (refinement is extra)
     info = infotext_utils.parse_generation_parameters(res.infotexts[0])
     assert info["A-STAR result"].startswith("first pass: 5/5 steps"), info
     assert torch.isfinite(latents(res)).all()

@@ -4,6 +4,7 @@ object around it, and a text encoder stand-in fed by the real CLIP BPE tokenizer
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 
@@ -11,6 +12,19 @@ from segret_lib.tokens import CHUNK_TOKENS, PromptTokens
 from tests.thirdparty import clip_tokenizer
 
 CONTEXT_DIM = 64
+
+
+def sdp_attention_forward(self, x, context=None, mask=None, **kwargs):
+    """A CrossAttention.forward on torch's scaled_dot_product_attention, installed on the class the way the
+    WebUI's default optimisation (sdp) replaces it; used to test that capture calls through it, and by the
+    benchmark so memory is measured with the attention the WebUI runs."""
+    h = self.heads
+    context = x if context is None else context
+    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+    b, n, _ = q.shape
+    q, k, v = (t.reshape(b, -1, h, t.shape[-1] // h).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
 
 def tiny_unet(kind: str = "sd1", seed: int = 0, context_dim: int = CONTEXT_DIM) -> UNetModel:

@@ -14,7 +14,7 @@ from modules.shared import state
 
 
 def latent_to_image(latent: torch.Tensor) -> Image.Image:
-    rgb = torch.tanh(latent[:3].float()).add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    rgb = torch.tanh(latent[:3].float().cpu()).add(1).mul(127.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
     return Image.fromarray(np.ascontiguousarray(rgb))
 
 

@@ -5,7 +5,9 @@ all_samplers = [
         label, lambda model, f=funcname: sd_samplers_kdiffusion.KDiffusionSampler(f, model), [], options)
     for label, funcname, options in sd_samplers_kdiffusion.samplers_k_diffusion
 ] + [
-    sd_samplers_common.SamplerData("DDIM", lambda model: sd_samplers_timesteps.CompVisSampler("ddim", model), [], {}),
+    sd_samplers_common.SamplerData(
+        label, lambda model, f=funcname: sd_samplers_timesteps.CompVisSampler(f, model), [], {})
+    for label, funcname in (("DDIM", "ddim"), ("PLMS", "plms"))
 ]
 all_samplers_map = {x.name: x for x in all_samplers}
 

@@ -23,20 +23,55 @@ class CFGDenoiserTimesteps(CFGDenoiser):
         return self.model_wrap
 
 
+class _Schedule:
+    """alphas_cumprod at the sampler's timesteps and the DDIM update x_t -> x_prev for a given eps."""
+
+    def __init__(self, model, x, timesteps):
+        alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
+        self.alphas = alphas_cumprod[timesteps]
+        self.alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+        self.s_x = x.new_ones((x.shape[0], 1, 1, 1))
+
+    def update(self, x, e_t, index):
+        a_t = self.alphas[index].item() * self.s_x
+        a_prev = self.alphas_prev[index].item() * self.s_x
+        pred_x0 = (x - (1 - a_t).sqrt() * e_t) / a_t.sqrt()
+        return a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e_t, pred_x0
+
+
 def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
-    alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
-    alphas = alphas_cumprod[timesteps]
-    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    sched = _Schedule(model, x, timesteps)
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones(x.shape[0])
-    s_x = x.new_ones((x.shape[0], 1, 1, 1))
     for i in range(len(timesteps) - 1, -1, -1):  # highest timestep first; the callback's i counts down
-        index = i
-        e_t = model(x, timesteps[index].item() * s_in, **extra_args)
-        a_t = alphas[index].item() * s_x
-        a_prev = alphas_prev[index].item() * s_x
-        pred_x0 = (x - (1 - a_t).sqrt() * e_t) / a_t.sqrt()
-        x = a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e_t
+        e_t = model(x, timesteps[i].item() * s_in, **extra_args)
+        x, pred_x0 = sched.update(x, e_t, i)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": 0, "sigma_hat": 0, "denoised": pred_x0})
+    return x
+
+
+def plms(model, x, timesteps, extra_args=None, callback=None, disable=None):
+    """Pseudo linear multistep: the first step evaluates the model twice (a pseudo improved Euler step),
+    later steps once, combining up to four previous eps."""
+    sched = _Schedule(model, x, timesteps)
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones(x.shape[0])
+    old_eps = []
+    for i in range(len(timesteps) - 1, -1, -1):
+        e_t = model(x, timesteps[i].item() * s_in, **extra_args)
+        if not old_eps:
+            x_prev, _ = sched.update(x, e_t, i)
+            e_t_next = model(x_prev, timesteps[max(i - 1, 0)].item() * s_in, **extra_args)
+            e_t_prime = (e_t + e_t_next) / 2
+        elif len(old_eps) == 1:
+            e_t_prime = (3 * e_t - old_eps[-1]) / 2
+        elif len(old_eps) == 2:
+            e_t_prime = (23 * e_t - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
+        else:
+            e_t_prime = (55 * e_t - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
+        x, pred_x0 = sched.update(x, e_t_prime, i)
+        old_eps = [*old_eps, e_t][-3:]
         if callback is not None:
             callback({"x": x, "i": i, "sigma": 0, "sigma_hat": 0, "denoised": pred_x0})
     return x
@@ -45,7 +80,7 @@ def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=
 class CompVisSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model):
         super().__init__(funcname)
-        self.func = ddim
+        self.func = {"ddim": ddim, "plms": plms}[funcname]
         self.model_wrap_cfg = CFGDenoiserTimesteps(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
 
