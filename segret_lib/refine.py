@@ -34,6 +34,16 @@ class NonFiniteGradient(RuntimeError):
     """The loss or its gradient is NaN/Inf: the step is skipped."""
 
 
+class NoAttentionGradient(RuntimeError):
+    """The captured attention maps do not depend on the latent through autograd, so no update is possible."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the attention maps carry no gradient: the UNet runs with gradient checkpointing (use_checkpoint) "
+            "or under inference mode, which A-STAR cannot differentiate through"
+        )
+
+
 class Refiner:
     """Holds the retention masks of the previous step and applies z' = z - alpha_t * grad_z L."""
 
@@ -79,6 +89,8 @@ class Refiner:
             z = (x_cur / scale).detach().requires_grad_(True)
             with torch.enable_grad():
                 maps = forward_maps((z * scale).to(x.dtype))
+                if maps and not any(m.requires_grad for m in maps):
+                    raise NoAttentionGradient
                 loss, parts = self.loss(maps, rows)
             value = float(loss.detach())
             result.final_loss = value

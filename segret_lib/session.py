@@ -17,7 +17,7 @@ from torch import nn
 from .attention_maps import capture_hw, concept_maps
 from .capture import AttentionCapture, CaptureComplete
 from .params import SegretParams
-from .refine import Refiner, StepResult
+from .refine import NoAttentionGradient, Refiner, StepResult
 from .schedule import StepTracker, is_refined_step, latent_scale, snapshot_steps
 from .tokens import ConceptTokens
 
@@ -141,6 +141,8 @@ class SegretSession:
                     self.warn("out of memory during refinement: now refining one image at a time")
                     return None
                 self.disabled_reason = "out of memory during refinement; A-STAR switched off for this generation"
+            elif isinstance(err, NoAttentionGradient):
+                self.disabled_reason = f"{err}; switched off for this image"
             else:
                 self.disabled_reason = f"refinement failed ({type(err).__name__}: {err}); switched off for this image"
                 log.exception("A-STAR refinement failed")

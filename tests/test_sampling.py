@@ -8,6 +8,7 @@ from segret_lib.schedule import StepTracker, evaluation_pattern, snapshot_steps
 from segret_lib.session import PassInfo
 from segret_lib.visualize import session_grids
 from tests.helpers import make_rig
+from tests.tiny_models import tiny_unet
 
 PROMPTS = ["a cat and a dog"]
 
@@ -179,6 +180,19 @@ def test_unexpected_error_in_refinement_switches_off_and_image_generates(rig):
     torch.testing.assert_close(out, plain)
     assert "ValueError: shape mismatch" in session.disabled_reason
     assert session.warnings == [session.disabled_reason]
+    assert forwards(rig.unet) == [None] * 7
+
+
+def test_gradient_checkpointed_unet_is_reported_not_silently_ignored():
+    """ldm's use_checkpoint runs blocks under no_grad in the forward: the captured maps have no graph."""
+    rig = make_rig()
+    rig.unet = tiny_unet("sd1", use_checkpoint=True)
+    rig.ldm.model.diffusion_model = rig.unet
+    session = rig.session(PROMPTS)
+    out, _ = rig.sample(PROMPTS, steps=3, session=session)
+    assert session.disabled_reason.startswith("the attention maps carry no gradient")
+    assert session.warnings == [session.disabled_reason] and session.passes[0].results == []
+    assert torch.isfinite(out).all()
     assert forwards(rig.unet) == [None] * 7
 
 

@@ -27,15 +27,17 @@ def sdp_attention_forward(self, x, context=None, mask=None, **kwargs):
     return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
 
-def tiny_unet(kind: str = "sd1", seed: int = 0, context_dim: int = CONTEXT_DIM) -> UNetModel:
+def tiny_unet(kind: str = "sd1", seed: int = 0, context_dim: int = CONTEXT_DIM,
+              use_checkpoint: bool = False) -> UNetModel:
     """SD-shaped UNet: three levels, cross-attention at 1/2 and 1/4 of the latent (and the middle block).
 
     sd1: heads by count, conv proj_in (SD1.x). sd2: heads by channels, linear proj_in (SD2.x/SDXL style).
+    use_checkpoint: ldm's gradient checkpointing, as the original configs set it (the WebUI turns it off).
     """
     torch.manual_seed(seed)
     common = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=1,
                   attention_resolutions=(2, 4), channel_mult=(1, 2, 2), use_spatial_transformer=True,
-                  transformer_depth=1, context_dim=context_dim, legacy=False)
+                  transformer_depth=1, context_dim=context_dim, legacy=False, use_checkpoint=use_checkpoint)
     if kind == "sd1":
         unet = UNetModel(num_heads=4, **common)
     elif kind == "sd2":
