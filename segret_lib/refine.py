@@ -30,10 +30,6 @@ class StepResult:
     maps_before: list[torch.Tensor] | None = None  # per image, detached, on CPU (only when asked for)
 
 
-class NonFiniteGradient(RuntimeError):
-    """The loss or its gradient is NaN/Inf: the step is skipped."""
-
-
 class NoAttentionGradient(RuntimeError):
     """The captured attention maps do not depend on the latent through autograd, so no update is possible."""
 
