@@ -6,7 +6,7 @@ import math
 
 import torch
 
-EVAL_PATTERNS = ("first_order", "second_order", "plms", "callback")
+EVAL_PATTERNS = ("first_order", "second_order", "plms", "dpm_fast", "callback")
 
 
 def step_size(scale_factor: float, step: int, total_steps: int) -> float:
@@ -52,13 +52,24 @@ def snapshot_steps(total_steps: int, last_step: int, count: int = 4) -> tuple[in
     return tuple(sorted({round(i * (refined - 1) / (count - 1)) for i in range(count)}))
 
 
+def dpm_fast_orders(evaluations: int) -> list[int]:
+    """Solver orders of k-diffusion's DPM-Solver-fast steps for a budget of `evaluations` model calls."""
+    m = evaluations // 3 + 1
+    if evaluations % 3 == 0:
+        return [3] * (m - 2) + [2, 1]
+    return [3] * (m - 1) + [evaluations % 3]
+
+
 class StepTracker:
     """Tells which model evaluation starts a sampling step, so refinement runs once per step.
 
     first_order: one evaluation per step (Euler, LMS, DPM++ 2M, DDIM, UniPC, ...).
-    second_order: two per step, one on the last (Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ SDE).
+    second_order: two per step, one on the last (Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ SDE, Restart).
     plms: two on the first step, then one.
-    callback: unknown pattern; a step starts with the first evaluation after each sampler callback.
+    dpm_fast: steps of order 3, 2 or 1 fixed by the evaluation budget (set_evaluations); its callback comes
+        after the first evaluation of a step, so it cannot mark step starts.
+    callback: a step starts with the first evaluation after each sampler callback (DPM adaptive, which calls
+        back after every attempted step).
     """
 
     def __init__(self, pattern: str = "first_order") -> None:
@@ -68,6 +79,14 @@ class StepTracker:
         self.evals = 0
         self.callbacks = 0
         self._steps_started = 0
+        self._starts: dict[int, int] = {}
+
+    def set_evaluations(self, evaluations: int) -> int:
+        """dpm_fast: the sampler's evaluation budget; returns the number of steps it makes of it."""
+        orders = dpm_fast_orders(max(int(evaluations), 1))
+        firsts = [sum(orders[:i]) for i in range(len(orders))]
+        self._starts = {first: step for step, first in enumerate(firsts)}
+        return len(orders)
 
     def on_eval(self) -> int | None:
         """Call before every model evaluation; returns the step index if this evaluation starts one."""
@@ -79,6 +98,8 @@ class StepTracker:
             step = e // 2 if e % 2 == 0 else None
         elif self.pattern == "plms":
             step = 0 if e == 0 else (None if e == 1 else e - 1)
+        elif self.pattern == "dpm_fast":
+            step = self._starts.get(e)
         else:
             step = self._steps_started if self.callbacks >= self._steps_started else None
         if step is not None:
@@ -96,11 +117,14 @@ def evaluation_pattern(sampler_name: str, second_order: bool | None = None) -> s
     if second_order is not None:
         if second_order:
             return "second_order"
-    elif name in {"heun", "dpm2", "dpm2 a", "dpm++ 2s a", "dpm++ sde"} or name.startswith(("dpm2 ", "dpm++ 2s")):
+    elif name in {"heun", "dpm2", "dpm2 a", "dpm++ 2s a", "dpm++ sde", "restart"} or name.startswith(
+            ("dpm2 ", "dpm++ 2s")):
         return "second_order"
     if name == "plms":
         return "plms"
-    if name in {"dpm fast", "dpm adaptive", "restart"}:
+    if name == "dpm fast":
+        return "dpm_fast"
+    if name == "dpm adaptive":
         return "callback"
     return "first_order"
 

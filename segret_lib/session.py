@@ -99,6 +99,8 @@ class SegretSession:
         if self.current is None:
             return
         self.current.total_steps = max(int(total_steps), 1)
+        if self.tracker is not None and self.tracker.pattern == "dpm_fast":  # total_steps is its evaluation budget
+            self.current.total_steps = self.tracker.set_evaluations(self.current.total_steps)
         self._snap_steps = (set(snapshot_steps(self.current.total_steps, self.params.last_step))
                             if self.record_snapshots else set())
 

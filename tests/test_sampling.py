@@ -210,6 +210,14 @@ def test_step_tracker_patterns():
     assert evaluation_pattern("Euler a", second_order=False) == "first_order"
     assert evaluation_pattern("PLMS") == "plms"
     assert evaluation_pattern("DPM adaptive") == "callback"
+    assert evaluation_pattern("DPM fast") == "dpm_fast"
+    t = StepTracker("dpm_fast")
+    assert t.set_evaluations(5) == 2  # orders 3, 2
+    assert [t.on_eval() for _ in range(5)] == [0, None, None, 1, None]
+    t = StepTracker("dpm_fast")
+    assert t.set_evaluations(6) == 3  # orders 3, 2, 1
+    assert [t.on_eval() for _ in range(6)] == [0, None, None, 1, None, 2]
+    assert evaluation_pattern("Restart") == evaluation_pattern("Restart", second_order=True) == "second_order"
     with pytest.raises(ValueError):
         StepTracker("fourth_order")
 

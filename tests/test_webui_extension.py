@@ -89,18 +89,50 @@ def test_enabled_changes_the_image_writes_infotext_and_unhooks(host):
 @pytest.mark.parametrize(
     ("sampler", "evals"),
     [("Euler a", 5), ("Heun", 9), ("DPM++ 2M", 5), ("DPM++ SDE", 9), ("DPM2", 9), ("LMS", 5), ("DDIM", 5),
-     ("PLMS", 6)],
+     ("PLMS", 6), ("Restart", 9)],
 )
 def test_every_sampler_refines_once_per_step(host, sampler, evals, monkeypatch):
     plain = without_extension(host, steps=5, sampler_name=sampler)
-    created = []
-    create = sd_samplers.create_sampler
-    monkeypatch.setattr(sd_samplers, "create_sampler", lambda *a: created.append(create(*a)) or created[-1])
+    created = spy_samplers(monkeypatch)
     p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=5, sampler_name=sampler)
     assert created[0].model_wrap_cfg.calls == evals  # the sampler's own evaluations (refinement is extra)
     info = infotext_utils.parse_generation_parameters(res.infotexts[0])
     assert info["A-STAR result"].startswith("first pass: 5/5 steps"), info
     assert torch.isfinite(latents(res)).all()
+    assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(host, p)
+
+
+def spy_samplers(monkeypatch) -> list:
+    created = []
+    create = sd_samplers.create_sampler
+    monkeypatch.setattr(sd_samplers, "create_sampler", lambda *a: created.append(create(*a)) or created[-1])
+    return created
+
+
+def test_restart_segment_is_refined_once_per_heun_step(host, monkeypatch):
+    """From 20 steps on, Restart adds a noisy restart segment: 11 + 9 Heun steps, the last with one evaluation."""
+    created = spy_samplers(monkeypatch)
+    p, res = host.txt2img(script_args=host.args(**ON), steps=20, sampler_name="Restart")
+    assert created[0].model_wrap_cfg.calls == 2 * 20 - 1
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 20/20 steps"), info
+    assert torch.isfinite(latents(res)).all()
+    assert_clean(host, p)
+
+
+def test_dpm_fast_refines_once_per_solver_step(host, monkeypatch):
+    """DPM fast spends its 5 evaluations on a third- and a second-order step and calls back after the first
+    evaluation of each, so the callback cannot mark where a step starts."""
+    created = spy_samplers(monkeypatch)
+    callbacks = []
+    monkeypatch.setattr(webui_adapter.SegretSession, "on_sampler_callback",
+                        lambda self: callbacks.append(1) or self.tracker.on_callback())
+    plain = without_extension(host, steps=5, sampler_name="DPM fast")
+    p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=5, sampler_name="DPM fast")
+    assert created[-1].model_wrap_cfg.calls == 5 and len(callbacks) == 2
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 2/2 steps"), info
     assert (latents(res) - latents(plain)).abs().max() > 1e-4
     assert_clean(host, p)
 

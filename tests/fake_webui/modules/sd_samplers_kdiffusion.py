@@ -1,8 +1,10 @@
 """KDiffusionSampler: real k-diffusion sampling functions driven like the WebUI drives them."""
 
+import inspect
+
 import torch
 
-from modules import sd_samplers_common, shared
+from modules import sd_samplers_common, sd_samplers_extra, shared
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 from tests.thirdparty import k_diffusion
 
@@ -15,6 +17,8 @@ samplers_k_diffusion = [
     ("DPM++ 2S a", "sample_dpmpp_2s_ancestral", {"second_order": True, "uses_ensd": True}),
     ("DPM++ 2M", "sample_dpmpp_2m", {}),
     ("DPM++ SDE", "sample_dpmpp_sde", {"second_order": True}),
+    ("DPM fast", "sample_dpm_fast", {"uses_ensd": True}),
+    ("Restart", "restart", {"scheduler": "karras", "second_order": True}),
 ]
 
 
@@ -31,7 +35,7 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model, options=None):
         super().__init__(funcname)
         sampling, _ = k_diffusion()
-        self.func = getattr(sampling, funcname)
+        self.func = sd_samplers_extra.restart_sampler if funcname == "restart" else getattr(sampling, funcname)
         self.model_wrap_cfg = CFGDenoiserKDiffusion(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
 
@@ -48,8 +52,15 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
     def _run(self, p, x, sigmas, steps, conditioning, unconditional_conditioning, image_conditioning):
         self.initialize(p, x, conditioning, unconditional_conditioning, image_conditioning)
         extra = self._extra(p, x)
+        parameters = inspect.signature(self.func).parameters
+        if "sigma_min" in parameters:  # DPM fast / adaptive take the range and a number of evaluations
+            extra.update(sigma_min=float(sigmas[-2]), sigma_max=float(sigmas[0]))
+            if "n" in parameters:
+                extra["n"] = steps
+        else:
+            extra["sigmas"] = sigmas
         return self.launch_sampling(steps, lambda: self.func(
-            self.model_wrap_cfg, x, sigmas, extra_args=self.sampler_extra_args, disable=True,
+            self.model_wrap_cfg, x, extra_args=self.sampler_extra_args, disable=True,
             callback=self.callback_state, **extra))
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
