@@ -322,9 +322,33 @@
         });
     }
 
+    /**
+     * Hover tooltips: the Python side puts {elem_id: text} in data-tips of a hidden .segret-tips element in the
+     * chips block; each control gets the text as its title (the accordion on its header), unless it has one.
+     */
+    function applyTooltips(tab) {
+        var a = app();
+        var holder = query(a, "#segret_" + tab + "_chips .segret-tips");
+        if (!holder || typeof holder.getAttribute !== "function") return;
+        var tips;
+        try {
+            tips = JSON.parse(holder.getAttribute("data-tips") || "{}");
+        } catch (e) {
+            return;
+        }
+        Object.keys(tips).forEach(function (id) {
+            var target = query(a, "#" + id);
+            if (target && id === "segret_" + tab) target = query(target, ".label-wrap") || target;
+            if (target && typeof target.setAttribute === "function" && !target.getAttribute("title")) {
+                target.setAttribute("title", asText(tips[id]));
+            }
+        });
+    }
+
     function setup() {
         TABS.forEach(function (tab) {
             try {
+                applyTooltips(tab);
                 bind(tab);
                 schedule(tab); // also catches values set by gradio without events (paste infotext, send-to)
             } catch (e) {

@@ -7,6 +7,8 @@ generation fails), so no hook outlives a generation.
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -55,6 +57,13 @@ TIPS = {
                  "at a few steps.",
     "hires": "Also refine the hires-fix second pass (off by default: the first pass already fixes the layout).",
 }
+
+
+def tooltip_holder(tab: str) -> str:
+    """A hidden element carrying every control's tooltip by elem_id; javascript/segret.js turns them into
+    hover titles (the accordion's under its own id)."""
+    tips = {f"segret_{tab}": TIPS["enabled"], **{f"segret_{tab}_{name}": TIPS[name] for name in UI_FIELDS[1:]}}
+    return f'<span class="segret-tips" hidden data-tips="{html.escape(json.dumps(tips), quote=True)}"></span>'
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -183,7 +192,7 @@ class SegretScript(scripts.Script):
         with InputAccordion(False, label=ACCORDION_LABEL, elem_id=f"segret_{tab}") as enabled:
             concepts = gr.Textbox(label="Concepts", placeholder="cat, dog", lines=1, elem_id=f"segret_{tab}_concepts",
                                   info=TIPS["concepts"])
-            gr.HTML("", elem_id=f"segret_{tab}_chips", elem_classes=["segret-chips"])
+            gr.HTML(tooltip_holder(tab), elem_id=f"segret_{tab}_chips", elem_classes=["segret-chips"])
             with gr.Row():
                 seg_weight = gr.Slider(0.0, 5.0, d.seg_weight, step=0.05, label="Segregation weight",
                                        elem_id=f"segret_{tab}_seg_weight", info=TIPS["seg_weight"])

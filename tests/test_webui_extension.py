@@ -1,5 +1,9 @@
 """The whole script lifecycle through a fake WebUI host (tests/fake_webui) with real models and samplers."""
 
+import html
+import json
+import re
+
 import pytest
 import torch
 from modules import infotext_utils, processing, script_callbacks, scripts, sd_samplers, shared
@@ -51,6 +55,12 @@ def test_ui_components_tooltips_and_ids(host):
         assert comp.elem_id == f"segret_txt2img_{name}" or name == "concepts"
         assert getattr(comp, "info", None), f"{name} has no tooltip"
     assert controls[1].elem_id == "segret_txt2img_concepts"
+    # hover tooltips for javascript/segret.js: one per control, keyed by the elem_ids the controls really have
+    chips = next(b for b in host.runner.blocks.blocks.values() if getattr(b, "elem_id", None) == "segret_txt2img_chips")
+    tips = json.loads(html.unescape(re.search(r'data-tips="([^"]*)"', chips.value).group(1)))
+    assert set(tips) == {enabled.accordion.elem_id} | {c.elem_id for c in controls[1:]}
+    assert tips[enabled.accordion.elem_id] == webui_adapter.TIPS["enabled"]
+    assert all(tips[c.elem_id] == webui_adapter.TIPS[name] for name, c in zip(UI_FIELDS[1:], controls[1:], strict=True))
     # defaults of the UI are the engine's defaults
     d = webui_adapter.params_from_args(host.runner.default_args()[host.script.args_from:host.script.args_to])
     assert d.enabled is False and d.step_size == 20.0 and d.threshold == 0.5

@@ -570,3 +570,35 @@ test("DOM: a chip list removed by gradio is re-created", () => {
         ["cat"],
     );
 });
+
+test("DOM: tooltips from the data-tips holder become titles; existing titles and bad JSON are left alone", () => {
+    const { doc, root } = webuiPage(["txt2img", "img2img"]);
+    const header = el(doc, "div", "", "label-wrap");
+    root.appendChild(el(doc, "div", "segret_txt2img", "input-accordion", header));
+    const slider = el(doc, "div", "segret_txt2img_seg_weight", "");
+    const titled = el(doc, "div", "segret_txt2img_step_size", "");
+    titled.setAttribute("title", "set by the WebUI");
+    root.appendChild(slider);
+    root.appendChild(titled);
+    const holder = el(doc, "span", "", "segret-tips");
+    holder.setAttribute(
+        "data-tips",
+        JSON.stringify({
+            segret_txt2img: "Keep the concepts apart",
+            segret_txt2img_seg_weight: "Weight of the segregation loss",
+            segret_txt2img_step_size: "Scale of the update",
+            segret_txt2img_not_rendered: "nothing to attach to",
+        }),
+    );
+    doc.querySelector("#segret_txt2img_chips").appendChild(holder);
+    const broken = el(doc, "span", "", "segret-tips");
+    broken.setAttribute("data-tips", "{not json");
+    doc.querySelector("#segret_img2img_chips").appendChild(broken);
+    const { loaded, warnings } = loadInPage(doc);
+    loaded[0]();
+    assert.equal(header.getAttribute("title"), "Keep the concepts apart");
+    assert.equal(doc.querySelector("#segret_txt2img").getAttribute("title"), null, "the header, not the whole body");
+    assert.equal(slider.getAttribute("title"), "Weight of the segregation loss");
+    assert.equal(titled.getAttribute("title"), "set by the WebUI");
+    assert.deepEqual(warnings, []);
+});
