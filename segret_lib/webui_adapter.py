@@ -195,26 +195,24 @@ class SegretScript(scripts.Script):
             gr.HTML(tooltip_holder(tab), elem_id=f"segret_{tab}_chips", elem_classes=["segret-chips"])
             with gr.Row():
                 seg_weight = gr.Slider(0.0, 5.0, d.seg_weight, step=0.05, label="Segregation weight",
-                                       elem_id=f"segret_{tab}_seg_weight", info=TIPS["seg_weight"])
+                                       elem_id=f"segret_{tab}_seg_weight")
                 ret_weight = gr.Slider(0.0, 5.0, d.ret_weight, step=0.05, label="Retention weight",
-                                       elem_id=f"segret_{tab}_ret_weight", info=TIPS["ret_weight"])
+                                       elem_id=f"segret_{tab}_ret_weight")
             with gr.Row():
                 step_size = gr.Slider(0.0, 100.0, d.step_size, step=0.5, label="Step size",
-                                      elem_id=f"segret_{tab}_step_size", info=TIPS["step_size"])
+                                      elem_id=f"segret_{tab}_step_size")
                 last_step = gr.Slider(0, 150, d.last_step, step=1, label="Last refined step (0 = all)",
-                                      elem_id=f"segret_{tab}_last_step", info=TIPS["last_step"])
+                                      elem_id=f"segret_{tab}_last_step")
             with gr.Row():
                 threshold_mode = gr.Radio(["fraction", "otsu"], value=d.threshold_mode, label="Retention mask",
-                                          elem_id=f"segret_{tab}_threshold_mode", info=TIPS["threshold_mode"])
+                                          elem_id=f"segret_{tab}_threshold_mode")
                 threshold = gr.Slider(0.05, 0.95, d.threshold, step=0.05, label="Mask threshold",
-                                      elem_id=f"segret_{tab}_threshold", info=TIPS["threshold"])
+                                      elem_id=f"segret_{tab}_threshold")
             with gr.Row():
-                iterative = gr.Checkbox(d.iterative, label="Iterative refinement", elem_id=f"segret_{tab}_iterative",
-                                        info=TIPS["iterative"])
-                show_maps = gr.Checkbox(d.show_maps, label="Show attention maps", elem_id=f"segret_{tab}_show_maps",
-                                        info=TIPS["show_maps"])
+                iterative = gr.Checkbox(d.iterative, label="Iterative refinement", elem_id=f"segret_{tab}_iterative")
+                show_maps = gr.Checkbox(d.show_maps, label="Show attention maps", elem_id=f"segret_{tab}_show_maps")
                 hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
-                                    info=TIPS["hires"], visible=not is_img2img)
+                                    visible=not is_img2img)
         components = {
             "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
             "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,

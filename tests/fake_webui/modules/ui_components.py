@@ -21,3 +21,6 @@ class InputAccordion(gr.Checkbox):
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         self.accordion.__exit__(exc_type, exc_val, exc_tb)
+
+    def get_block_name(self):
+        return "checkbox"  # rendered by gradio's frontend as the checkbox it is
