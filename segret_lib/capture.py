@@ -56,6 +56,7 @@ class AttentionCapture:
         self.active = False
         self.target_pixels = 0
         self.stop_after: int | None = None
+        self.replaying = False
         self.probs: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ install / remove
@@ -90,11 +91,22 @@ class AttentionCapture:
         self.target_pixels = pixels
         self.stop_after = stop_after
         self.active = True
+        self.replaying = False
         try:
             yield self.probs
         finally:
             self.active = False
             self.stop_after = None
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        """For a backward pass through checkpointed blocks: the recomputed layers at the last capture's
+        resolution take the explicit path again (so they save the same tensors) but record nothing."""
+        self.active, self.replaying = True, True
+        try:
+            yield
+        finally:
+            self.active, self.replaying = False, False
 
     def _make_wrapper(self, module: nn.Module, original):
         capture = self
@@ -110,6 +122,8 @@ class AttentionCapture:
             ):
                 return original(x, context, *args, **kwargs)
             out, probs = explicit_attention(module, x, context)
+            if capture.replaying:  # recomputation inside a checkpointed block: same ops, nothing recorded
+                return out
             capture.probs.append(probs.mean(dim=1))
             if capture.stop_after is not None and len(capture.probs) >= capture.stop_after:
                 raise CaptureComplete

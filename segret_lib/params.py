@@ -62,6 +62,7 @@ class SegretParams:
     hires: bool = False  # also refine the hires-fix second pass
     show_maps: bool = False  # add an attention-map grid to the gallery
     early_exit: bool = True  # stop the UNet after the last captured layer during refinement
+    low_vram: bool = False  # checkpoint the UNet's blocks during refinement: less VRAM, slower
 
     def __post_init__(self) -> None:
         self.validate()
@@ -211,6 +212,6 @@ DEFAULTS = SegretParams()
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
 UI_FIELDS: tuple[str, ...] = (
     "enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold_mode", "threshold",
-    "iterative", "show_maps", "hires",
+    "iterative", "show_maps", "hires", "low_vram",
 )
 """Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -66,12 +67,14 @@ class Refiner:
         return total, parts
 
     def refine(self, x: torch.Tensor, scale: torch.Tensor, step: int, total_steps: int,
-               forward_maps: ForwardMaps, rows: Sequence[int] | None = None,
-               keep_maps: bool = False) -> tuple[torch.Tensor, StepResult]:
+               forward_maps: ForwardMaps, rows: Sequence[int] | None = None, keep_maps: bool = False,
+               backward_context: Callable[[], AbstractContextManager] = nullcontext,
+               ) -> tuple[torch.Tensor, StepResult]:
         """Return the updated sampler latent for the images `rows` (x is [len(rows), ...]).
 
         scale: s with x = z * s, broadcastable to x. The loss is differentiated w.r.t. z (what the UNet sees)
         and x moves by -alpha_t * s * grad_z L. keep_maps: copy the maps before the update to the CPU.
+        backward_context: entered around the gradient computation (attention replay for checkpointed blocks).
         """
         p = self.params
         rows = list(range(x.shape[0])) if rows is None else list(rows)
@@ -99,7 +102,8 @@ class Refiner:
                 break
             if not loss.requires_grad or (it > 0 and value <= p.iterative_target):
                 break
-            (grad,) = torch.autograd.grad(loss, z)
+            with backward_context():
+                (grad,) = torch.autograd.grad(loss, z)
             if not torch.isfinite(grad).all():
                 result.skipped = f"non-finite gradient at step {step + 1}; update skipped"
                 break

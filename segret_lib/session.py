@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention_maps import capture_hw, concept_maps
 from .capture import AttentionCapture, CaptureComplete
+from .checkpointing import checkpointed
 from .params import SegretParams
 from .refine import NoAttentionGradient, Refiner, StepResult
 from .schedule import StepTracker, is_refined_step, latent_scale, snapshot_steps
@@ -58,7 +59,9 @@ class SegretSession:
 
     def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
                  concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[int],
-                 chunk_size: int = 0, record_snapshots: bool | None = None) -> None:
+                 chunk_size: int = 0, record_snapshots: bool | None = None,
+                 blocks: Sequence[nn.Module] = ()) -> None:
+        """blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement."""
         if len(concepts) != len(n_real):
             raise ValueError("one concept list and one token count per image are needed")
         self.params = params
@@ -66,6 +69,8 @@ class SegretSession:
         self.concepts = [list(c) for c in concepts]
         self.n_real = list(n_real)
         self.chunk_size = chunk_size  # images refined together; 0 = whole batch
+        self.blocks = list(blocks)
+        self.low_vram = params.low_vram and bool(self.blocks)  # recompute activations in the backward pass
         self.record_snapshots = params.show_maps if record_snapshots is None else record_snapshots
         self.capture = AttentionCapture()
         self.refiner = Refiner(params, len(self.concepts))
@@ -142,6 +147,10 @@ class SegretSession:
                     self.chunk_size = 1
                     self.warn("out of memory during refinement: now refining one image at a time")
                     return None
+                if not self.low_vram and self.blocks:
+                    self.low_vram = True
+                    self.warn("out of memory during refinement: now recomputing the UNet's activations (low VRAM)")
+                    return None
                 self.disabled_reason = "out of memory during refinement; A-STAR switched off for this generation"
             elif isinstance(err, NoAttentionGradient):
                 self.disabled_reason = f"{err}; switched off for this image"
@@ -180,10 +189,12 @@ class SegretSession:
                          info.parameterization)
         s = s.reshape(-1, *([1] * (xs.dim() - 1)))
         snapshot = step in self._snap_steps
-        new_x, res = self.refiner.refine(
-            xs, s, step, info.total_steps,
-            lambda xm: self._forward_maps(xm, sig, part, index, run_unet), rows=part, keep_maps=snapshot,
-        )
+        with checkpointed(self.blocks if self.low_vram else ()):
+            new_x, res = self.refiner.refine(
+                xs, s, step, info.total_steps,
+                lambda xm: self._forward_maps(xm, sig, part, index, run_unet), rows=part, keep_maps=snapshot,
+                backward_context=self.capture.replay if self.low_vram else nullcontext,
+            )
         merged.loss = (merged.loss or 0.0) + (res.loss or 0.0)
         merged.final_loss = (merged.final_loss or 0.0) + (res.final_loss or 0.0)
         merged.updates = max(merged.updates, res.updates)

@@ -20,6 +20,7 @@ from modules import prompt_parser, script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
 from .capture import cross_attention_modules
+from .checkpointing import unet_blocks
 from .params import INFOTEXT_PREFIX, UI_FIELDS, ParamError, SegretParams
 from .patching import InstancePatches
 from .schedule import evaluation_pattern
@@ -56,6 +57,8 @@ TIPS = {
     "show_maps": "Add a grid to the gallery with each concept's attention map before and after refinement "
                  "at a few steps.",
     "hires": "Also refine the hires-fix second pass (off by default: the first pass already fixes the layout).",
+    "low_vram": "Recompute the UNet's activations during the refinement's backward pass instead of keeping them: "
+                "much less extra VRAM, about a third slower. Switched on by itself if the GPU runs out of memory.",
 }
 
 
@@ -142,6 +145,10 @@ class Generation:
         self.sampler_patches = InstancePatches()
         self.grids: list = []
         self.summaries: list[str] = []
+        # what out-of-memory fallbacks decided carries over to the next batch of the same generation
+        self.chunk_size = 0
+        self.low_vram = params.low_vram
+        self.out_of_memory: str | None = None
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -157,6 +164,9 @@ class Generation:
         self.end_pass()
         if self.session is not None:
             self.session.close()
+            self.chunk_size, self.low_vram = self.session.chunk_size, self.session.low_vram
+            if self.session.disabled_reason and "out of memory" in self.session.disabled_reason:
+                self.out_of_memory = self.session.disabled_reason
             for w in self.session.warnings:
                 self.warn(w)
             if self.params.show_maps:
@@ -213,10 +223,12 @@ class SegretScript(scripts.Script):
                 show_maps = gr.Checkbox(d.show_maps, label="Show attention maps", elem_id=f"segret_{tab}_show_maps")
                 hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
                                     visible=not is_img2img)
+                low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
         components = {
             "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
             "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,
             "threshold": threshold, "iterative": iterative, "show_maps": show_maps, "hires": hires,
+            "low_vram": low_vram,
         }
         key = f"{INFOTEXT_PREFIX} "
         self.infotext_fields = [
@@ -300,6 +312,8 @@ class SegretScript(scripts.Script):
 
     # ------------------------------------------------------------------ one sampling pass
     def _begin_pass(self, p, gen: Generation, hires: bool, x: torch.Tensor | None) -> None:
+        if gen.out_of_memory:  # an earlier batch ran out of memory even with every fallback
+            return
         sampler = p.sampler
         prompts = list(getattr(p, "hr_prompts", None) or p.prompts) if hires else list(p.prompts)
         steps = int((getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else p.steps)
@@ -320,7 +334,9 @@ class SegretScript(scripts.Script):
             gen.warn("segregation needs two concepts in the prompt")
         if gen.session is None:
             unet = p.sd_model.model.diffusion_model
-            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, n_real)
+            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, n_real,
+                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet))
+            gen.session.low_vram = gen.low_vram and bool(gen.session.blocks)
         else:
             gen.session.concepts, gen.session.n_real = concepts, n_real
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)

@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from segret_lib.capture import cross_attention_modules  # noqa: E402
+from segret_lib.checkpointing import unet_blocks  # noqa: E402
 from segret_lib.params import SegretParams  # noqa: E402
 from segret_lib.session import PassInfo, SegretSession  # noqa: E402
 from segret_lib.tokens import map_concepts  # noqa: E402
@@ -45,6 +46,7 @@ MODES = {
     "plain": None,
     "astar": {"early_exit": True},
     "astar_no_early_exit": {"early_exit": False},
+    "astar_low_vram": {"low_vram": True},
 }
 
 
@@ -86,7 +88,8 @@ class Bench:
         session = None
         if MODES[mode] is not None:
             params = SegretParams(enabled=True, concepts=CONCEPTS, **MODES[mode])
-            session = SegretSession(params, cross_attention_modules(self.unet), self.concepts, self.n_real)
+            session = SegretSession(params, cross_attention_modules(self.unet), self.concepts, self.n_real,
+                                    blocks=unet_blocks(self.unet))
             session.begin_pass(PassInfo((self.latent, self.latent), steps))
         model = CFGModel(self.denoiser, self.cond, self.uncond, 7.0, session)
         sigmas = self.denoiser.get_sigmas(steps).to(self.device)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from segret_lib.capture import cross_attention_modules
+from segret_lib.checkpointing import unet_blocks
 from segret_lib.params import SegretParams
 from segret_lib.session import PassInfo, SegretSession
 from segret_lib.tokens import map_concepts
@@ -30,7 +31,8 @@ class Rig:
             c, _ = map_concepts(pt, params.concepts, self.encoder.encode)
             found.append(c)
             n_real.append(pt.n_real)
-        return SegretSession(params, cross_attention_modules(self.unet), found, n_real)
+        return SegretSession(params, cross_attention_modules(self.unet), found, n_real,
+                             blocks=unet_blocks(self.unet))
 
     def sample(self, prompts, sampler="sample_euler", steps=6, seed=0, session=None, pattern="first_order",
                scale=7.0):

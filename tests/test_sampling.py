@@ -3,9 +3,11 @@
 import pytest
 import torch
 
+from segret_lib import checkpointing
 from segret_lib.capture import cross_attention_modules
+from segret_lib.checkpointing import unet_blocks
 from segret_lib.schedule import StepTracker, evaluation_pattern, snapshot_steps
-from segret_lib.session import PassInfo
+from segret_lib.session import PassInfo, SegretSession
 from segret_lib.visualize import session_grids
 from tests.helpers import make_rig
 from tests.tiny_models import tiny_unet
@@ -20,6 +22,10 @@ def rig():
 
 def forwards(unet):
     return [m.__dict__.get("forward") for m in cross_attention_modules(unet)]
+
+
+def block_forwards(unet):
+    return [b.__dict__.get("forward") for b in unet_blocks(unet)]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +59,6 @@ def test_shift_reaches_the_sampler_trajectory(rig):
     x0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * sigmas[0]
     # recover the shift from an independent refinement of the same latent
     check = rig.session(PROMPTS, step_size=500.0, last_step=1)
-    from segret_lib.session import PassInfo
     check.begin_pass(PassInfo((32, 32), 1))
     shifted = x0.clone()
     with torch.no_grad():
@@ -158,10 +163,51 @@ def test_out_of_memory_during_refinement_falls_back_then_switches_off(rig):
     finally:
         handle.remove()
     assert torch.isfinite(out).all()
-    assert hits == [2, 1]  # whole batch, then one image at a time, then off
+    assert hits == [2, 1, 1]  # whole batch, then one image at a time, then low VRAM, then off
     assert session.disabled_reason and "out of memory" in session.disabled_reason
     assert any("one image at a time" in w for w in session.warnings)
+    assert any("low VRAM" in w for w in session.warnings) and session.low_vram
     assert forwards(rig.unet) == [None] * 7
+    assert block_forwards(rig.unet) == [None] * len(unet_blocks(rig.unet))
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+@pytest.mark.parametrize("sampler", ["sample_euler", "sample_heun"])
+def test_low_vram_refines_exactly_like_the_normal_pass(rig, sampler, early_exit, monkeypatch):
+    """Checkpointed blocks recompute their activations in the backward pass; the update must not change."""
+    prompts = ["a cat and a dog", "a dog beside a cat"]
+    pattern = "second_order" if sampler == "sample_heun" else "first_order"
+    checkpointed_calls = []
+    real_checkpoint = checkpointing.checkpoint
+
+    def counting_checkpoint(fn, *args, **kwargs):
+        checkpointed_calls.append(1)
+        return real_checkpoint(fn, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "checkpoint", counting_checkpoint)
+    runs = {}
+    for low_vram in (False, True):
+        checkpointed_calls.clear()
+        session = rig.session(prompts, low_vram=low_vram, early_exit=early_exit, step_size=60.0)
+        out, _ = rig.sample(prompts, sampler=sampler, steps=4, session=session, pattern=pattern)
+        runs[low_vram] = (out, [r.loss for r in session.passes[0].results], session)
+        assert (len(checkpointed_calls) > 0) == low_vram  # blocks ran under torch.utils.checkpoint
+    (plain_out, plain_losses, _), (low_out, low_losses, low) = runs[False], runs[True]
+    assert low.low_vram and not low.warnings
+    assert len(low_losses) == 4
+    torch.testing.assert_close(low_losses, plain_losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(low_out, plain_out, rtol=1e-4, atol=1e-5)
+    without, _ = rig.sample(prompts, sampler=sampler, steps=4)
+    assert (low_out - without).abs().max() > 1e-4  # the refinement did move the result
+    assert forwards(rig.unet) == [None] * 7
+    assert block_forwards(rig.unet) == [None] * len(unet_blocks(rig.unet))
+
+
+def test_low_vram_needs_the_unet_blocks(rig):
+    session = rig.session(PROMPTS, low_vram=True)
+    assert session.low_vram
+    bare = SegretSession(session.params, session.modules, session.concepts, session.n_real)
+    assert not bare.low_vram  # nothing to checkpoint: the normal pass
 
 
 def test_unexpected_error_in_refinement_switches_off_and_image_generates(rig):

@@ -11,6 +11,7 @@ from modules.api import api
 
 from segret_lib import webui_adapter
 from segret_lib.capture import cross_attention_modules
+from segret_lib.checkpointing import unet_blocks
 from segret_lib.params import UI_FIELDS
 from tests.webui_host import Host
 
@@ -28,6 +29,7 @@ def instance_forwards(host):
 
 def assert_clean(host, p=None):
     assert instance_forwards(host) == [None] * 7
+    assert all("forward" not in b.__dict__ for b in unet_blocks(host.model.model.diffusion_model))
     if p is not None and p.sampler is not None:
         assert "forward" not in p.sampler.model_wrap_cfg.__dict__
         assert "callback_state" not in p.sampler.__dict__
@@ -297,6 +299,33 @@ def test_out_of_memory_in_refinement_is_reported(host):
     plain = without_extension(host, steps=3)
     assert torch.equal(latents(res), latents(plain))
     assert "out of memory during refinement" in res.infotexts[0]
+    assert_clean(host, p)
+
+
+def test_out_of_memory_fallbacks_carry_over_to_the_next_batch(host):
+    hits = []
+
+    def oom(mod, args):
+        if torch.is_grad_enabled():
+            hits.append(1)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    handle = host.model.model.diffusion_model.input_blocks[0].register_forward_pre_hook(oom)
+    try:
+        p, res = host.txt2img(script_args=host.args(**ON), steps=3, n_iter=2)
+    finally:
+        handle.remove()
+    assert len(hits) == 2  # batch 1: normal pass, low-VRAM pass, then off; batch 2 does not try again
+    info = infotext_utils.parse_generation_parameters(res.infotexts[-1])
+    assert "low VRAM" in info["A-STAR warnings"] and "switched off for this generation" in info["A-STAR warnings"]
+    assert_clean(host, p)
+
+
+def test_low_vram_setting_refines_like_the_normal_pass(host):
+    _, normal = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=3, batch_size=2)
+    p, low = host.txt2img(script_args=host.args(**ON, step_size=60.0, low_vram=True), steps=3, batch_size=2)
+    torch.testing.assert_close(latents(low), latents(normal), rtol=1e-4, atol=1e-5)
+    assert "A-STAR warnings" not in low.infotexts[0]
     assert_clean(host, p)
 
 
