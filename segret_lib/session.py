@@ -218,7 +218,8 @@ class SegretSession:
         with self.capture.capturing(hw[0] * hw[1], stop_after=stop) as probs, suppress(CaptureComplete):
             run_unet(x_model, sigma, rows)
         if not probs:
-            raise RuntimeError(f"no cross-attention layer works at {hw[0]}x{hw[1]} for this image size")
+            raise RuntimeError(f"no hooked cross-attention layer ran at {hw[0]}x{hw[1]}: the image size does not "
+                               "fit the UNet, or the model was switched during sampling (e.g. the SDXL refiner)")
         if self._layers is None:
             self._layers = len(probs)
         avg = torch.stack(probs).mean(dim=0)  # [B, N, K]

@@ -14,12 +14,14 @@ class PromptTokens:
 
     ids: the 77 ids including start-of-text, end-of-text and padding;
     n_real: how many real prompt tokens follow start-of-text (positions 1..n_real);
-    later_ids: real token ids of the following chunks (prompts over 75 tokens), for error messages.
+    later_ids: real token ids of the following chunks (prompts over 75 tokens), for error messages;
+    spans: named positions that have no BPE ids of their own (textual-inversion embeddings: name, positions).
     """
 
     ids: tuple[int, ...]
     n_real: int
     later_ids: tuple[int, ...] = ()
+    spans: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @classmethod
     def from_ids(cls, real_ids: Sequence[int], bos: int, eos: int, pad: int | None = None) -> PromptTokens:
@@ -60,6 +62,9 @@ def locate_concept(
     decode: Callable[[list[int]], str] | None = None,
 ) -> ConceptTokens:
     """Positions of `word` in the prompt's first chunk; TokenMappingError with a clear reason otherwise."""
+    for name, positions in prompt.spans:
+        if name.lower() == word.lower():
+            return ConceptTokens(word, tuple(positions))
     ids = [int(i) for i in encode(word)]
     if not ids:
         raise TokenMappingError(f"'{word}' has no tokens")

@@ -114,13 +114,23 @@ def first_subprompt(prompt: str, steps: int) -> str:
 
 
 def prompt_tokens(encoder, prompt: str) -> PromptTokens:
-    """First 77-token chunk as the WebUI builds it (emphasis, embeddings and BREAK handled by the WebUI)."""
+    """First 77-token chunk as the WebUI builds it (emphasis, embeddings and BREAK handled by the WebUI).
+
+    A textual-inversion embedding takes placeholder ids in the chunk and a fix (offset, embedding) that puts
+    its vectors at offset+1.. in the context; it becomes a named span, so its name works as a concept.
+    """
     chunks, _ = encoder.tokenize_line(prompt)
     ids = [int(t) for t in chunks[0].tokens] if chunks else []
     end = int(getattr(encoder, "id_end", ids[-1] if ids else 0))
+    spans = []
+    for offset, embedding in (chunks[0].fixes or []) if chunks else []:
+        length = int(getattr(embedding, "vectors", 0) or 0)
+        name = getattr(embedding, "name", None)
+        if name and length > 0:
+            spans.append((str(name), tuple(range(offset + 1, offset + 1 + length))))
     n_real = next((i - 1 for i, t in enumerate(ids[1:], start=1) if t == end), max(len(ids) - 2, 0))
     later = [int(t) for c in chunks[1:] for t in c.tokens[1:] if int(t) != end]
-    return PromptTokens(tuple(ids), n_real, tuple(later))
+    return PromptTokens(tuple(ids), n_real, tuple(later), tuple(spans))
 
 
 def encode_word(encoder, word: str) -> list[int]:

@@ -294,3 +294,20 @@ def test_summary_reports_per_image_losses_of_first_and_last_step(rig):
     assert "ret" not in results[0].parts  # no retention mask at the first step
     assert 0.0 < first_seg <= 0.5 and 0.0 < last_ret <= 2.0  # per image: one pair, two concepts
     assert session.summary() == f"first pass: 4/4 steps, L_seg {first_seg:.3f}->{last_seg:.3f}, L_ret {last_ret:.3f}"
+
+
+def test_a_model_switched_mid_sampling_is_reported(rig):
+    """The WebUI's refiner option swaps the UNet mid-sampling: the new one carries none of our hooks."""
+    session = rig.session(PROMPTS)
+    other = tiny_unet("sd1", seed=1)
+
+    def switched(x_model, sigma, rows):
+        return other(x_model, sigma, context=rig.encoder(list(PROMPTS)))
+
+    session.begin_pass(PassInfo((32, 32), 4))
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        assert session.before_model_call(x, torch.tensor([5.0]), switched) is None
+    session.close()
+    assert "model was switched during sampling" in session.disabled_reason
+    assert forwards(rig.unet) == [None] * 7

@@ -55,3 +55,13 @@ def test_overlapping_concepts_and_empty(text_encoder):
 def test_from_ids_padding():
     pt = PromptTokens.from_ids([5, 6, 7], bos=1, eos=2, pad=0)
     assert pt.ids[:6] == (1, 5, 6, 7, 2, 0) and len(pt.ids) == 77 and pt.n_real == 3
+
+
+def test_named_spans_place_embeddings_that_have_no_bpe_ids(text_encoder):
+    enc = text_encoder
+    real = enc.encode("a photo of") + [0, 0] + enc.encode("and a dog")  # a 2-vector embedding as placeholders
+    pt = PromptTokens.from_ids(real, enc.bos, enc.eos)
+    pt = PromptTokens(pt.ids, pt.n_real, pt.later_ids, (("MyCat", (4, 5)),))
+    found, warnings = map_concepts(pt, ["mycat", "dog", "MyCat dog"], enc.encode)
+    assert [(c.word, c.positions) for c in found] == [("mycat", (4, 5)), ("dog", (8,))]
+    assert warnings == ["'MyCat dog' is not in the prompt"]

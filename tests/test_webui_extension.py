@@ -191,6 +191,27 @@ def test_emphasis_and_break_token_positions(host):
     assert "after the first 75 tokens" in found[1][0]
 
 
+def test_textual_inversion_embedding_name_as_a_concept(host, monkeypatch):
+    encoder = host.model.cond_stage_model
+    monkeypatch.setattr(encoder, "embeddings", {})
+    encoder.add_embedding("tinycat", vectors=3)
+    seen = []
+    original = webui_adapter.SegretSession.begin_pass
+
+    def spy(self, info):
+        seen.append([(c.word, c.positions) for c in self.concepts[0]])
+        return original(self, info)
+
+    monkeypatch.setattr(webui_adapter.SegretSession, "begin_pass", spy)
+    p, res = host.txt2img(prompt="a photo of (tinycat:1.1) and a dog",
+                          script_args=host.args(enabled=True, concepts="tinycat, dog"), steps=3)
+    # "a photo of" are tokens 1-3, the embedding's 3 vectors 4-6, "and a dog" 7-9
+    assert seen == [[("tinycat", (4, 5, 6)), ("dog", (9,))]]
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert "A-STAR warnings" not in info and info["A-STAR result"].startswith("first pass: 3/3 steps")
+    assert_clean(host, p)
+
+
 def test_sdxl_dict_conditioning():
     h = Host("sdxl")
     assert h.model.is_sdxl

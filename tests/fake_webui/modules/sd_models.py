@@ -11,6 +11,8 @@ from torch import nn
 from tests.tiny_models import TinyTextEncoder, tiny_unet
 
 PromptChunk = namedtuple("PromptChunk", ["tokens", "multipliers", "fixes"])
+PromptChunkFix = namedtuple("PromptChunkFix", ["offset", "embedding"])
+Embedding = namedtuple("Embedding", ["name", "vec", "vectors"])  # the fields of textual_inversion.Embedding used
 re_attention = re.compile(r"\(([^():]+)(?::\s*([-+]?\d*\.?\d+))?\)")
 
 
@@ -27,19 +29,34 @@ class FrozenCLIPEmbedderWithCustomWords(nn.Module):
         self.wrapped = nn.Module()
         self.wrapped.tokenizer = self.encoder.tokenizer
 
+        self.embeddings: dict[str, Embedding] = {}  # textual-inversion embeddings by name
+
+    def add_embedding(self, name: str, vectors: int, seed: int = 7) -> Embedding:
+        vec = torch.randn(vectors, self.encoder.table.shape[1], generator=torch.Generator().manual_seed(seed))
+        self.embeddings[name] = Embedding(name, vec, vectors)
+        return self.embeddings[name]
+
     def tokenize(self, texts):
         return [self.encoder.encode(t) for t in texts]
 
+    def _embedding_at(self, ids, position):
+        """Like embedding_db.find_embedding_at_position: an embedding whose name's BPE ids start here."""
+        for emb in self.embeddings.values():
+            name_ids = self.encoder.encode(emb.name)
+            if ids[position:position + len(name_ids)] == name_ids:
+                return emb, len(name_ids)
+        return None, 0
+
     def tokenize_line(self, line):
-        chunks, tokens, mults = [], [], []
+        chunks, tokens, mults, fixes = [], [], [], []
         token_count = 0
 
         def flush():
-            nonlocal tokens, mults
+            nonlocal tokens, mults, fixes
             pad = self.chunk_length - len(tokens)
             chunks.append(PromptChunk([self.id_start, *tokens, self.id_end] + [self.id_pad] * pad,
-                                      [1.0, *mults, 1.0] + [1.0] * pad, []))
-            tokens, mults = [], []
+                                      [1.0, *mults, 1.0] + [1.0] * pad, fixes))
+            tokens, mults, fixes = [], [], []
 
         for part_index, part in enumerate(re.split(r"\bBREAK\b", line)):
             if part_index > 0:
@@ -49,12 +66,24 @@ class FrozenCLIPEmbedderWithCustomWords(nn.Module):
                 plain = part[pos:m.start()] if m else part[pos:]
                 pieces = [(plain, 1.0)] + ([(m.group(1), float(m.group(2) or 1.1))] if m else [])
                 for text, weight in pieces:
-                    for t in self.encoder.encode(text):
+                    ids, position = self.encoder.encode(text), 0
+                    while position < len(ids):
                         if len(tokens) == self.chunk_length:
                             flush()
-                        tokens.append(t)
-                        mults.append(weight)
-                        token_count += 1
+                        emb, length = self._embedding_at(ids, position)
+                        if emb is None:
+                            tokens.append(ids[position])
+                            mults.append(weight)
+                            token_count += 1
+                            position += 1
+                            continue
+                        if len(tokens) + emb.vectors > self.chunk_length:
+                            flush()
+                        fixes.append(PromptChunkFix(len(tokens), emb))  # placeholder ids, vectors put in later
+                        tokens += [0] * emb.vectors
+                        mults += [weight] * emb.vectors
+                        token_count += emb.vectors
+                        position += length
                 if m:
                     pos = m.end()
         if tokens or not chunks:
@@ -68,7 +97,10 @@ class FrozenCLIPEmbedderWithCustomWords(nn.Module):
             embs = []
             for c in chunks:
                 dev = self.encoder.table.device
-                e = self.encoder.table[torch.tensor(c.tokens, device=dev)] + self.encoder.pos
+                e = self.encoder.table[torch.tensor(c.tokens, device=dev)]
+                for offset, emb in c.fixes:  # like EmbeddingsWithFixes: vectors at offset + 1 ..
+                    e = torch.cat([e[:offset + 1], emb.vec.to(e), e[offset + 1 + emb.vectors:]])
+                e = e + self.encoder.pos
                 embs.append(e * torch.tensor(c.multipliers, device=dev)[:, None])
             rows.append(torch.cat(embs))
         n = max(r.shape[0] for r in rows)
