@@ -60,8 +60,9 @@ class SegretSession:
     def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
                  concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[int],
                  chunk_size: int = 0, record_snapshots: bool | None = None,
-                 blocks: Sequence[nn.Module] = ()) -> None:
-        """blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement."""
+                 blocks: Sequence[nn.Module] = (), low_vram: bool | None = None) -> None:
+        """blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement;
+        low_vram: start in low-VRAM mode (default: params.low_vram)."""
         if len(concepts) != len(n_real):
             raise ValueError("one concept list and one token count per image are needed")
         self.params = params
@@ -70,7 +71,9 @@ class SegretSession:
         self.n_real = list(n_real)
         self.chunk_size = chunk_size  # images refined together; 0 = whole batch
         self.blocks = list(blocks)
-        self.low_vram = params.low_vram and bool(self.blocks)  # recompute activations in the backward pass
+        # recompute activations in the backward pass
+        self.low_vram = (params.low_vram if low_vram is None else low_vram) and bool(self.blocks)
+        self.out_of_memory = False  # switched off after every out-of-memory fallback failed
         self.record_snapshots = params.show_maps if record_snapshots is None else record_snapshots
         self.capture = AttentionCapture()
         self.refiner = Refiner(params, len(self.concepts))
@@ -151,6 +154,7 @@ class SegretSession:
                     self.low_vram = True
                     self.warn("out of memory during refinement: now recomputing the UNet's activations (low VRAM)")
                     return None
+                self.out_of_memory = True
                 self.disabled_reason = "out of memory during refinement; A-STAR switched off for this generation"
             elif isinstance(err, NoAttentionGradient):
                 self.disabled_reason = f"{err}; switched off for this image"

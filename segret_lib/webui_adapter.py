@@ -176,7 +176,7 @@ class Generation:
         if self.session is not None:
             self.session.close()
             self.chunk_size, self.low_vram = self.session.chunk_size, self.session.low_vram
-            if self.session.disabled_reason and "out of memory" in self.session.disabled_reason:
+            if self.session.out_of_memory:
                 self.out_of_memory = self.session.disabled_reason
             for w in self.session.warnings:
                 self.warn(w)
@@ -346,8 +346,7 @@ class SegretScript(scripts.Script):
         if gen.session is None:
             unet = p.sd_model.model.diffusion_model
             gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, n_real,
-                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet))
-            gen.session.low_vram = gen.low_vram and bool(gen.session.blocks)
+                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram)
         else:
             gen.session.concepts, gen.session.n_real = concepts, n_real
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)

@@ -59,7 +59,7 @@ def test_from_ids_padding():
 
 def test_named_spans_place_embeddings_that_have_no_bpe_ids(text_encoder):
     enc = text_encoder
-    real = enc.encode("a photo of") + [0, 0] + enc.encode("and a dog")  # a 2-vector embedding as placeholders
+    real = [*enc.encode("a photo of"), 0, 0, *enc.encode("and a dog")]  # a 2-vector embedding as placeholders
     pt = PromptTokens.from_ids(real, enc.bos, enc.eos)
     pt = PromptTokens(pt.ids, pt.n_real, pt.later_ids, (("MyCat", (4, 5)),))
     found, warnings = map_concepts(pt, ["mycat", "dog", "MyCat dog"], enc.encode)
