@@ -505,12 +505,14 @@ HALF = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + (
     [pytest.param("cuda", torch.float16, id="cuda-fp16")] if torch.cuda.is_available() else [])
 
 
+@pytest.mark.parametrize("low_vram", [False, True], ids=["", "low-vram"])
 @pytest.mark.parametrize(("device", "dtype"), HALF)
-def test_half_precision_unet(device, dtype):
-    """The UNet in 16-bit under autocast, the sampler latent in float32 (the WebUI without --no-half)."""
+def test_half_precision_unet(device, dtype, low_vram):
+    """The UNet in 16-bit under autocast, the sampler latent in float32 (the WebUI without --no-half); in low-VRAM
+    mode the checkpointed blocks are recomputed under the same autocast."""
     h = Host("sd1", device=device, dtype=dtype)
     _, plain = h.txt2img(steps=4)
-    p, res = h.txt2img(script_args=h.args(**ON, step_size=60.0), steps=4)
+    p, res = h.txt2img(script_args=h.args(**ON, step_size=60.0, low_vram=low_vram), steps=4)
     info = infotext_utils.parse_generation_parameters(res.infotexts[0])
     assert info["A-STAR result"].startswith("first pass: 4/4 steps"), info
     assert "A-STAR warnings" not in info
