@@ -159,7 +159,7 @@ class Generation:
         # what out-of-memory fallbacks decided carries over to the next batch of the same generation
         self.chunk_size = 0
         self.low_vram = params.low_vram
-        self.out_of_memory: str | None = None
+        self.out_of_memory = False  # an earlier batch ran out of memory even with every fallback
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -176,8 +176,7 @@ class Generation:
         if self.session is not None:
             self.session.close()
             self.chunk_size, self.low_vram = self.session.chunk_size, self.session.low_vram
-            if self.session.out_of_memory:
-                self.out_of_memory = self.session.disabled_reason
+            self.out_of_memory = self.out_of_memory or self.session.out_of_memory
             for w in self.session.warnings:
                 self.warn(w)
             if self.params.show_maps:
@@ -323,7 +322,7 @@ class SegretScript(scripts.Script):
 
     # ------------------------------------------------------------------ one sampling pass
     def _begin_pass(self, p, gen: Generation, hires: bool, x: torch.Tensor | None) -> None:
-        if gen.out_of_memory:  # an earlier batch ran out of memory even with every fallback
+        if gen.out_of_memory:
             return
         sampler = p.sampler
         prompts = list(getattr(p, "hr_prompts", None) or p.prompts) if hires else list(p.prompts)
