@@ -9,11 +9,12 @@ import torch
 from modules import infotext_utils, processing, script_callbacks, scripts, sd_samplers, shared
 from modules.api import api
 
-from segret_lib import webui_adapter
+from segret_lib import script_args, script_ui, webui_adapter, webui_prompts, xyz_axes
 from segret_lib.capture import cross_attention_modules
 from segret_lib.checkpointing import unet_blocks
 from segret_lib.params import UI_FIELDS
-from tests.webui_host import Host
+from segret_lib.tokens import map_concepts
+from tests.webui_host import ROOT, Host
 
 ON = {"enabled": True, "concepts": "cat, dog"}
 
@@ -55,16 +56,16 @@ def test_ui_components_tooltips_and_ids(host):
     assert enabled.value is False and enabled.accordion.label == "A-STAR (segregation & retention)"
     for name, comp in zip(UI_FIELDS[1:], controls[1:], strict=True):
         assert comp.elem_id == f"segret_txt2img_{name}" or name == "concepts"
-    assert controls[1].info == webui_adapter.TIPS["concepts"]  # the only help shown below its control
+    assert controls[1].info == script_ui.TIPS["concepts"]  # the only help shown below its control
     assert controls[1].elem_id == "segret_txt2img_concepts"
     # hover tooltips for javascript/segret.js: one per control, keyed by the elem_ids the controls really have
     chips = next(b for b in host.runner.blocks.blocks.values() if getattr(b, "elem_id", None) == "segret_txt2img_chips")
     tips = json.loads(html.unescape(re.search(r'data-tips="([^"]*)"', chips.value).group(1)))
     assert set(tips) == {enabled.accordion.elem_id} | {c.elem_id for c in controls[1:]}
-    assert tips[enabled.accordion.elem_id] == webui_adapter.TIPS["enabled"]
-    assert all(tips[c.elem_id] == webui_adapter.TIPS[name] for name, c in zip(UI_FIELDS[1:], controls[1:], strict=True))
+    assert tips[enabled.accordion.elem_id] == script_ui.TIPS["enabled"]
+    assert all(tips[c.elem_id] == script_ui.TIPS[name] for name, c in zip(UI_FIELDS[1:], controls[1:], strict=True))
     # defaults of the UI are the engine's defaults
-    d = webui_adapter.params_from_args(host.runner.default_args()[host.script.args_from:host.script.args_to])
+    d = script_args.params_from_args(host.runner.default_args()[host.script.args_from:host.script.args_to])
     assert d.enabled is False and d.step_size == 20.0 and d.threshold == 0.5
 
 
@@ -185,8 +186,8 @@ def test_and_prompt_uses_first_subprompt(host):
 
 def test_emphasis_and_break_token_positions(host):
     enc = host.model.cond_stage_model
-    pt = webui_adapter.prompt_tokens(enc, "a (cat:1.3) and a [dog] BREAK a tree")
-    found = webui_adapter.map_concepts(pt, ["cat", "tree"], lambda w: webui_adapter.encode_word(enc, w))
+    pt = webui_prompts.prompt_tokens(enc, "a (cat:1.3) and a [dog] BREAK a tree")
+    found = map_concepts(pt, ["cat", "tree"], lambda w: webui_prompts.encode_word(enc, w))
     assert found[0][0].positions == (2,)
     assert "after the first 75 tokens" in found[1][0]
 
@@ -457,14 +458,21 @@ def test_xyz_axes_override_settings(host):
 
     xyz_module = type("xyz", (), {"AxisOption": AxisOption, "axis_options": []})
     xyz_class = type("Script", (scripts.Script,), {"__module__": "xyz_grid.py"})
-    scripts.scripts_data.append(scripts.ScriptClassData(xyz_class, "xyz_grid.py", "", xyz_module))
+    xyz_data = scripts.ScriptClassData(xyz_class, "xyz_grid.py", "", xyz_module)
+    scripts.scripts_data.append(xyz_data)
     try:
         script_callbacks.before_ui_callback()
         script_callbacks.before_ui_callback()  # twice: no duplicate axes
+        labels = [o.label for o in xyz_module.axis_options]
+        assert labels == [a[0] for a in xyz_axes.XYZ_AXES]
+        # "Reload UI": the WebUI clears every callback and re-executes scripts/*.py (segret_lib stays cached)
+        script_callbacks.clear()
+        xyz_module.axis_options.clear()
+        scripts.load_scripts([str(ROOT / "scripts" / "segret.py")], str(ROOT), reload=True)
+        script_callbacks.before_ui_callback()
+        assert [o.label for o in xyz_module.axis_options] == labels
     finally:
-        scripts.scripts_data.pop()
-    labels = [o.label for o in xyz_module.axis_options]
-    assert labels == [a[0] for a in webui_adapter.XYZ_AXES]
+        scripts.scripts_data.remove(xyz_data)
     p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat and a dog", sd_model=host.model,
                                                     scripts=host.runner, script_args=host.args(**ON),
                                                     steps=3, width=256, height=256)

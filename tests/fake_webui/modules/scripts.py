@@ -88,10 +88,16 @@ def load_module(path):
     return module
 
 
-def load_scripts(paths, basedir):
-    """Load script files of an extension: its folder goes on sys.path first, as the WebUI does."""
+def load_scripts(paths, basedir, reload=False):
+    """Load script files of an extension: its folder goes on sys.path first, as the WebUI does.
+
+    reload: like "Reload UI", re-execute the files in place of their earlier entries (modules they import stay
+    cached in sys.modules; the caller clears the callbacks first, as the WebUI does).
+    """
     sys.path = [basedir, *sys.path]
     for path in paths:
+        if reload:
+            scripts_data[:] = [d for d in scripts_data if d.path != path]
         module = load_module(path)
         for obj in module.__dict__.values():
             if isinstance(obj, type) and issubclass(obj, Script):

@@ -1,0 +1,53 @@
+"""One generation's state across its batches and passes: warnings, the engine session, result summaries,
+attention-map grids and what the out-of-memory fallbacks decided (host-free)."""
+
+from __future__ import annotations
+
+from .params import SegretParams
+from .patching import InstancePatches
+from .session import SegretSession
+from .visualize import session_grids
+
+
+class Generation:
+    """State of one generation (all batches, both passes)."""
+
+    def __init__(self, params: SegretParams) -> None:
+        self.params = params
+        self.warnings: list[str] = []
+        self.session: SegretSession | None = None
+        self.sampler_patches = InstancePatches()
+        self.grids: list = []
+        self.summaries: list[str] = []
+        # what out-of-memory fallbacks decided carries over to the next batch of the same generation
+        self.chunk_size = 0
+        self.low_vram = params.low_vram
+        self.out_of_memory = False  # an earlier batch ran out of memory even with every fallback
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            print(f"[A-STAR] {message}")
+
+    def end_pass(self) -> None:
+        self.sampler_patches.restore()
+        if self.session is not None:
+            self.session.end_pass()
+
+    def end_batch(self) -> None:
+        self.end_pass()
+        if self.session is not None:
+            self.session.close()
+            self.chunk_size, self.low_vram = self.session.chunk_size, self.session.low_vram
+            self.out_of_memory = self.out_of_memory or self.session.out_of_memory
+            for w in self.session.warnings:
+                self.warn(w)
+            if self.params.show_maps:
+                self.grids.extend(session_grids(self.session))
+            summary = self.session.summary()
+            if summary:
+                self.summaries.append(summary)
+            self.session = None
+
+    def close(self) -> None:
+        self.end_batch()

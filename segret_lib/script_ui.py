@@ -1,0 +1,111 @@
+"""The A-STAR accordion: controls, tooltips, and the infotext fields that paste restores (gradio only).
+
+The host passes its InputAccordion class, so this module imports no host code.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from .params import INFOTEXT_PREFIX, UI_FIELDS, SegretParams
+from .script_args import threshold_from, threshold_mode_from
+
+ACCORDION_LABEL = "A-STAR (segregation & retention)"
+
+TIPS = {
+    "enabled": "Keep the concepts below apart (segregation) and stop them from fading (retention) while sampling.",
+    "concepts": "Words or phrases from the prompt, comma-separated (e.g. 'cat, dog' or 'red car, traffic light'). "
+                "Click a chip below to add or remove a word.",
+    "seg_weight": "Weight of the segregation loss: how strongly overlapping attention of different concepts "
+                  "is pushed apart. 0 turns it off.",
+    "ret_weight": "Weight of the retention loss: how strongly each concept keeps the region it attended to at the "
+                  "previous step. 0 turns it off.",
+    "step_size": "Scale of the latent update (alpha = step size x sqrt(1 -> 0.5) over the steps). "
+                 "Higher is stronger; too high gives artefacts.",
+    "last_step": "Last sampling step that is refined (0 = every step). Refining only the first steps is faster "
+                 "but concepts can fade again later.",
+    "threshold_mode": "How the retention mask is made from the previous step's map: a fraction of its maximum, "
+                      "or Otsu's automatic threshold.",
+    "threshold": "Retention mask = attention >= this fraction of the map's maximum (fraction mode only).",
+    "iterative": "At steps 1, 11 and 21 repeat the update until the loss is below 0.2 (at most 20 times). Slower.",
+    "show_maps": "Add a grid to the gallery with each concept's attention map before and after refinement "
+                 "at a few steps.",
+    "hires": "Also refine the hires-fix second pass (off by default: the first pass already fixes the layout).",
+    "low_vram": "Recompute the UNet's activations in the refinement's backward pass instead of keeping them: "
+                "almost no VRAM beyond normal sampling, each refined step about 1.5x slower. Switched on by itself "
+                "if the GPU runs out of memory.",
+}
+
+
+def tooltip_holder(tab: str) -> str:
+    """A hidden element carrying every control's tooltip by elem_id; javascript/segret.js turns them into
+    hover titles (the accordion's under its own id)."""
+    tips = {f"segret_{tab}": TIPS["enabled"], **{f"segret_{tab}_{name}": TIPS[name] for name in UI_FIELDS[1:]}}
+    return f'<span class="segret-tips" hidden data-tips="{html.escape(json.dumps(tips), quote=True)}"></span>'
+
+
+@dataclass
+class UiParts:
+    """What Script.ui returns (components in UI_FIELDS order) and the Script's paste attributes."""
+
+    components: list[Any]
+    infotext_fields: list[tuple[Any, Any]]
+    paste_field_names: list[str]
+
+
+def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
+    """Build the accordion inside the current gradio Blocks context."""
+    tab = "img2img" if is_img2img else "txt2img"
+    d = SegretParams()
+    with input_accordion(False, label=ACCORDION_LABEL, elem_id=f"segret_{tab}") as enabled:
+        concepts = gr.Textbox(label="Concepts", placeholder="cat, dog", lines=1, elem_id=f"segret_{tab}_concepts",
+                              info=TIPS["concepts"])
+        gr.HTML(tooltip_holder(tab), elem_id=f"segret_{tab}_chips", elem_classes=["segret-chips"])
+        with gr.Row():
+            seg_weight = gr.Slider(0.0, 5.0, d.seg_weight, step=0.05, label="Segregation weight",
+                                   elem_id=f"segret_{tab}_seg_weight")
+            ret_weight = gr.Slider(0.0, 5.0, d.ret_weight, step=0.05, label="Retention weight",
+                                   elem_id=f"segret_{tab}_ret_weight")
+        with gr.Row():
+            step_size = gr.Slider(0.0, 100.0, d.step_size, step=0.5, label="Step size",
+                                  elem_id=f"segret_{tab}_step_size")
+            last_step = gr.Slider(0, 150, d.last_step, step=1, label="Last refined step (0 = all)",
+                                  elem_id=f"segret_{tab}_last_step")
+        with gr.Row():
+            threshold_mode = gr.Radio(["fraction", "otsu"], value=d.threshold_mode, label="Retention mask",
+                                      elem_id=f"segret_{tab}_threshold_mode")
+            threshold = gr.Slider(0.05, 0.95, d.threshold, step=0.05, label="Mask threshold",
+                                  elem_id=f"segret_{tab}_threshold")
+        with gr.Row():
+            iterative = gr.Checkbox(d.iterative, label="Iterative refinement", elem_id=f"segret_{tab}_iterative")
+            show_maps = gr.Checkbox(d.show_maps, label="Show attention maps", elem_id=f"segret_{tab}_show_maps")
+            hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
+                                visible=not is_img2img)
+            low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
+    components = {
+        "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
+        "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,
+        "threshold": threshold, "iterative": iterative, "show_maps": show_maps, "hires": hires,
+        "low_vram": low_vram,
+    }
+    key = f"{INFOTEXT_PREFIX} "
+    infotext_fields = [
+        (enabled, lambda d: key + "concepts" in d),
+        (concepts, key + "concepts"),
+        (seg_weight, key + "seg weight"),
+        (ret_weight, key + "ret weight"),
+        (step_size, key + "step size"),
+        (last_step, key + "last step"),
+        (threshold_mode, lambda d: threshold_mode_from(d.get(key + "threshold"))),
+        (threshold, lambda d: threshold_from(d.get(key + "threshold"))),
+        (iterative, lambda d: True if key + "iterative" in d else None),
+        (hires, lambda d: True if key + "hires" in d else None),
+    ]
+    paste_field_names = [key + n for n in ("concepts", "seg weight", "ret weight", "step size", "last step",
+                                           "threshold")]
+    return UiParts([components[name] for name in UI_FIELDS], infotext_fields, paste_field_names)
