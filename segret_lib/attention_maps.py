@@ -43,7 +43,7 @@ def smooth(maps: torch.Tensor, kernel: int = 3, sigma: float = 0.5) -> torch.Ten
 def concept_maps(
     probs: torch.Tensor,
     hw: tuple[int, int],
-    n_real: int,
+    keys: int | Sequence[int],
     concepts: Sequence[ConceptTokens],
     temperature: float = 100.0,
     combine: str = "mean",
@@ -52,18 +52,28 @@ def concept_maps(
 ) -> torch.Tensor:
     """Per-concept maps [C, H, W] for one image.
 
-    probs: attention probabilities averaged over heads and layers, [H*W, K] with K >= 1 + n_real keys
-    (start-of-text first). Start-of-text, end and padding are dropped, the rest scaled by `temperature`
-    and soft-maxed per pixel, then each concept's token maps are combined and smoothed.
+    probs: attention probabilities averaged over heads and layers, [H*W, K] (K = all keys of the context).
+    keys: the key positions of the prompt's real tokens, over all its 77-token chunks (an int n means the
+    first chunk's 1..n). Only these keys are kept (start-of-text, end and padding of every chunk are dropped),
+    scaled by `temperature` and soft-maxed per pixel; each concept's token maps (its positions are key
+    positions too) are combined and smoothed.
     """
     h, w = hw
     if probs.shape[0] != h * w:
         raise ValueError(f"attention has {probs.shape[0]} pixels, expected {h}x{w}")
-    text = probs[:, 1 : 1 + n_real].float() * temperature
-    text = text.softmax(dim=-1)
+    keys = tuple(range(1, 1 + keys)) if isinstance(keys, int) else tuple(keys)
+    if keys and keys[-1] - keys[0] == len(keys) - 1:  # one run of keys (one chunk): a view, no copy
+        text = probs[:, keys[0]:keys[-1] + 1]
+    else:
+        text = probs.index_select(1, torch.tensor(keys, dtype=torch.long, device=probs.device))
+    text = (text.float() * temperature).softmax(dim=-1)
+    column = {k: i for i, k in enumerate(keys)}
     out = []
     for concept in concepts:
-        idx = torch.tensor([p - 1 for p in concept.positions], device=probs.device)
+        try:
+            idx = torch.tensor([column[p] for p in concept.positions], device=probs.device)
+        except KeyError as e:
+            raise ValueError(f"'{concept.word}' sits at key {e.args[0]}, which is not a real prompt token") from None
         token_maps = text.index_select(1, idx)
         if combine == "max":
             m = token_maps.max(dim=1).values

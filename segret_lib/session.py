@@ -7,7 +7,7 @@ model evaluation of the sampler with the sampler's own latent, which is then mov
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 
@@ -24,8 +24,13 @@ from .tokens import ConceptTokens
 
 log = logging.getLogger("segret")
 
-# run_unet(x_model, sigma) runs the conditional model on images `rows` (the host knows their conditioning).
-RunUnet = Callable[[torch.Tensor, torch.Tensor, Sequence[int]], object]
+# run_unet(x_model, sigma, rows[, parts]) runs the conditional model on images `rows` (the host knows their
+# conditioning); `parts`, passed only when a concept sits in a later AND sub-prompt, names the sub-prompt of each
+# row (x_model then holds one row per (image, sub-prompt) pair).
+RunUnet = Callable[..., object]
+# An image's prompt keys: the real tokens' key positions (an int n: the first chunk's 1..n), or, with AND, a
+# mapping from sub-prompt index to those positions.
+Keys = int | Sequence[int] | Mapping[int, Sequence[int]]
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -58,10 +63,11 @@ class SegretSession:
     """Refines the sampler's latent once per sampling step for one generation."""
 
     def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
-                 concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[int],
+                 concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys],
                  chunk_size: int = 0, record_snapshots: bool | None = None,
                  blocks: Sequence[nn.Module] = (), low_vram: bool | None = None) -> None:
-        """blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement;
+        """n_real: each image's prompt keys (see Keys);
+        blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement;
         low_vram: start in low-VRAM mode (default: params.low_vram)."""
         if len(concepts) != len(n_real):
             raise ValueError("one concept list and one token count per image are needed")
@@ -90,6 +96,15 @@ class SegretSession:
         if message not in self.warnings:
             self.warnings.append(message)
             log.warning("A-STAR: %s", message)
+
+    def set_tokens(self, concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys]) -> None:
+        """New concept positions per image (a new pass, or prompt editing switched the conditioning). An image
+        whose concept words changed loses its retention mask: the previous step's regions were other words'."""
+        for row, (old, new) in enumerate(zip(self.concepts, concepts, strict=True)):
+            if [c.word for c in old] != [c.word for c in new]:
+                self.refiner.prev_masks[row] = None
+        self.concepts = [list(c) for c in concepts]
+        self.n_real = list(n_real)
 
     def begin_pass(self, info: PassInfo) -> None:
         """Install the attention hooks (if not yet) and reset per-pass state."""
@@ -218,21 +233,38 @@ class SegretSession:
         assert info is not None
         hw = capture_hw(*info.latent_hw)
         sigma = sig.index_select(0, index) if sig.numel() > 1 else sig.expand(len(rows))
+        # one UNet row per (image, AND sub-prompt holding one of its concepts); usually one per image
+        pairs = [(i, row, part) for i, row in enumerate(rows) for part in sorted({c.part for c in self.concepts[row]})]
+        extra = any(part for _, _, part in pairs) or len(pairs) != len(rows)
         stop = self._layers if self.params.early_exit else None
         with self.capture.capturing(hw[0] * hw[1], stop_after=stop) as probs, suppress(CaptureComplete):
-            run_unet(x_model, sigma, rows)
+            if extra:
+                take = torch.tensor([i for i, _, _ in pairs], device=x_model.device)
+                run_unet(x_model.index_select(0, take), sigma.index_select(0, take.to(sigma.device)),
+                         [row for _, row, _ in pairs], parts=[part for _, _, part in pairs])
+            else:
+                run_unet(x_model, sigma, rows)
         if not probs:
             raise RuntimeError(f"no hooked cross-attention layer ran at {hw[0]}x{hw[1]}: the image size does not "
                                "fit the UNet, or the model was switched during sampling (e.g. the SDXL refiner)")
         if self._layers is None:
             self._layers = len(probs)
-        avg = torch.stack(probs).mean(dim=0)  # [B, N, K]
+        avg = torch.stack(probs).mean(dim=0)  # [pairs, N, K]
         p = self.params
-        return [
-            concept_maps(avg[i], hw, self.n_real[row], self.concepts[row], p.softmax_temperature,
-                         p.token_combine, p.smooth_kernel, p.smooth_sigma)
-            for i, row in enumerate(rows)
-        ]
+        maps: dict[tuple[int, int], torch.Tensor] = {}
+        for j, (_, row, part) in enumerate(pairs):
+            held = [c for c in self.concepts[row] if c.part == part]
+            for c, m in zip(held, concept_maps(avg[j], hw, self._keys(row, part), held, p.softmax_temperature,
+                                               p.token_combine, p.smooth_kernel, p.smooth_sigma), strict=True):
+                maps[row, id(c)] = m
+        return [torch.stack([maps[row, id(c)] for c in self.concepts[row]]) if self.concepts[row]
+                else avg.new_zeros((0, *hw)) for row in rows]
+
+    def _keys(self, row: int, part: int) -> int | Sequence[int]:
+        keys = self.n_real[row]
+        if isinstance(keys, Mapping):
+            return keys[part]
+        return keys
 
     def _record_snapshot(self, step, rows, res: StepResult, x_after, sig, index, run_unet) -> None:
         info = self.current

@@ -18,12 +18,12 @@ from .capture import cross_attention_modules
 from .checkpointing import unet_blocks
 from .generation import Generation
 from .params import INFOTEXT_PREFIX, ParamError
+from .prompt_plan import PromptPlan
 from .schedule import evaluation_pattern
 from .script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
 from .script_ui import build_ui
 from .session import PassInfo, SegretSession
-from .tokens import map_concepts
-from .webui_prompts import decode_tokens, encode_word, first_subprompt, prompt_tokens, text_encoder
+from .webui_prompts import prompt_plan, text_encoder
 from .xyz_axes import add_xyz_axes as _add_xyz_axes
 
 log = logging.getLogger("segret")
@@ -129,41 +129,37 @@ class SegretScript(scripts.Script):
         sampler = p.sampler
         prompts = list(getattr(p, "hr_prompts", None) or p.prompts) if hires else list(p.prompts)
         steps = int((getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else p.steps)
-        encoder = text_encoder(p.sd_model)
-        decode = decode_tokens(encoder)
-        concepts, n_real = [], []
-        for prompt in prompts:
-            pt = prompt_tokens(encoder, first_subprompt(prompt, steps))
-            found, warnings = map_concepts(pt, gen.params.concepts, lambda w: encode_word(encoder, w), decode)
-            for w in warnings:
-                gen.warn(w)
-            concepts.append(found)
-            n_real.append(pt.n_real)
-        if not any(concepts):
+        config = getattr(sampler, "config", None)
+        plan = prompt_plan(text_encoder(p.sd_model), prompts, gen.params.concepts, *_schedule_steps(p, config, hires),
+                           bool(getattr(shared.opts, "use_old_scheduling", False)))
+        for w in plan.warnings:
+            gen.warn(w)
+        concepts, keys = plan.at_step(0)
+        if not plan.found_any:
             gen.warn("none of the concepts is in the prompt; nothing to refine")
             return
         if len(gen.params.concepts) > 1 and all(len(c) < 2 for c in concepts if c) and gen.params.ret_weight == 0:
             gen.warn("segregation needs two concepts in the prompt")
         if gen.session is None:
             unet = p.sd_model.model.diffusion_model
-            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, n_real,
+            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, keys,
                                         chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram)
         else:
-            gen.session.concepts, gen.session.n_real = concepts, n_real
+            gen.session.set_tokens(concepts, keys)
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)
-        config = getattr(sampler, "config", None)
         name = getattr(config, "name", None) or getattr(p, "sampler_name", "") or ""
         second = getattr(config, "options", {}).get("second_order") if config is not None else None
         timestep = type(sampler).__name__ == "CompVisSampler" or hasattr(sampler, "alphas_cumprod")
         info = PassInfo(latent, steps, "timestep" if timestep else "sigma", evaluation_pattern(name, second),
                         "hires pass" if hires else "first pass")
         gen.session.begin_pass(info)
-        self._hook_sampler(sampler, gen)
+        self._hook_sampler(sampler, gen, plan)
 
-    def _hook_sampler(self, sampler, gen: Generation) -> None:
+    def _hook_sampler(self, sampler, gen: Generation, plan: PromptPlan) -> None:
         session = gen.session
         denoiser = sampler.model_wrap_cfg
         first_call = [True]
+        in_use = [plan.key(0)]  # the prompt-editing entries the session's token positions belong to
 
         def make_forward(original):
             def forward(x, sigma, *args, **kwargs):
@@ -171,6 +167,10 @@ class SegretScript(scripts.Script):
                     if first_call[0]:
                         first_call[0] = False
                         session.set_total_steps(_pass_steps(denoiser, session.current.total_steps))
+                    step = int(getattr(denoiser, "step", 0) or 0)
+                    if plan.key(step) != in_use[0]:  # prompt editing switched the conditioning rows
+                        in_use[0] = plan.key(step)
+                        session.set_tokens(*plan.at_step(step))
                     cond = kwargs.get("cond", args[1] if len(args) > 1 else None)
                     image_cond = kwargs.get("image_cond", args[4] if len(args) > 4 else None)
                     session.before_model_call(x, sigma, _unet_runner(denoiser, cond, image_cond))
@@ -195,12 +195,24 @@ def _pass_steps(denoiser, fallback: int) -> int:
     return int(steps)
 
 
-def _unet_runner(denoiser, cond, image_cond):
-    """run_unet(x, sigma, rows): the conditional model on images `rows`, as the CFG denoiser would call it."""
+def _schedule_steps(p, config, hires: bool) -> tuple[int, int | None]:
+    """(base_steps, hires_steps) as the WebUI passes them to the prompt scheduler for this pass: the sampler's
+    total steps (second-order samplers count two per step)."""
+    def total(steps: int) -> int:
+        return int(config.total_steps(steps)) if config is not None and hasattr(config, "total_steps") else steps
 
-    def run(x, sigma, rows):
+    base = int(getattr(p, "firstpass_steps", 0) or total(int(p.steps)))
+    return (base, total(int(getattr(p, "hr_second_pass_steps", 0) or p.steps))) if hires else (base, None)
+
+
+def _unet_runner(denoiser, cond, image_cond):
+    """run_unet(x, sigma, rows, parts=None): the conditional model on images `rows` (with AND, each row's
+    sub-prompt `parts[i]`), as the CFG denoiser would call it."""
+
+    def run(x, sigma, rows, parts=None):
         conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, denoiser.step)
-        idx = [conds_list[r][0][0] for r in rows]
+        parts = parts or [0] * len(rows)
+        idx = [conds_list[r][part][0] for r, part in zip(rows, parts, strict=True)]
         ic = image_cond[list(rows)] if image_cond is not None else None
         if isinstance(tensor, dict):
             c = {k: v[idx] for k, v in tensor.items()}

@@ -1,17 +1,15 @@
-"""The WebUI's prompt text and tokenizer, as A-STAR needs them: the text the conditioning is made from and the
-77-token chunk the UNet attends to (emphasis, embeddings and BREAK handled by the WebUI itself)."""
+"""The WebUI's prompt text and tokenizer, as A-STAR needs them: the texts the conditioning rows are made from
+(AND sub-prompts, prompt-editing schedules) and the 77-token chunks the UNet attends to."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import Any
 
 from modules import prompt_parser
 
-from .tokens import PromptTokens
-
-_RE_AND = re.compile(r"\bAND\b")
-_RE_WEIGHT = re.compile(r"^(.*?)(?::\s*[-+]?\d*\.?\d+\s*)?$", re.S)
+from .prompt_plan import PromptPlan, Scheduled
+from .tokens import CHUNK_LEN, PromptTokens
 
 
 def text_encoder(sd_model) -> Any:
@@ -25,35 +23,58 @@ def text_encoder(sd_model) -> Any:
     raise RuntimeError("this model's text encoder has no WebUI tokenizer (tokenize_line)")
 
 
-def first_subprompt(prompt: str, steps: int) -> str:
-    """The text the first conditioning of a prompt is made from: before any AND, at the first schedule."""
-    text = _RE_AND.split(prompt)[0]
-    text = _RE_WEIGHT.match(text.strip()).group(1)
+def prompt_schedules(prompt: str, steps: int, hires_steps: int | None = None,
+                     use_old_scheduling: bool = False) -> list[list[tuple[int, str]]]:
+    """Per AND sub-prompt of `prompt`, in the order of its conditioning rows, the prompt-editing schedule
+    [(end_at_step, text), ...] the WebUI builds its conditioning from (same functions, same arguments)."""
+    indexes, texts, _ = prompt_parser.get_multicond_prompt_list([prompt])
+    parts = [texts[i] for i, _weight in indexes[0]]
     try:
-        schedules = prompt_parser.get_learned_conditioning_prompt_schedules([text], max(int(steps), 1))
-        return schedules[0][0][1]
+        schedules = prompt_parser.get_learned_conditioning_prompt_schedules(
+            parts, max(int(steps), 1), hires_steps, use_old_scheduling)
     except Exception:  # malformed prompt-editing syntax: the WebUI falls back to the raw text too
-        return text
+        schedules = [[[max(int(steps), 1), text]] for text in parts]
+    return [[(int(end), str(text)) for end, text in schedule] for schedule in schedules]
 
 
 def prompt_tokens(encoder, prompt: str) -> PromptTokens:
-    """First 77-token chunk as the WebUI builds it (emphasis, embeddings and BREAK handled by the WebUI).
+    """Every 77-token chunk of `prompt` as the WebUI builds them (emphasis, embeddings, BREAK and the comma
+    backtracking at 75 tokens done by the WebUI's own tokenize_line).
 
-    A textual-inversion embedding takes placeholder ids in the chunk and a fix (offset, embedding) that puts
-    its vectors at offset+1.. in the context; it becomes a named span, so its name works as a concept.
+    A textual-inversion embedding takes placeholder ids in its chunk and a fix (offset, embedding) that puts
+    its vectors at offset+1.. of that chunk; it becomes a named span, so its name works as a concept.
     """
     chunks, _ = encoder.tokenize_line(prompt)
-    ids = [int(t) for t in chunks[0].tokens] if chunks else []
-    end = int(getattr(encoder, "id_end", ids[-1] if ids else 0))
-    spans = []
-    for offset, embedding in (chunks[0].fixes or []) if chunks else []:
-        length = int(getattr(embedding, "vectors", 0) or 0)
-        name = getattr(embedding, "name", None)
-        if name and length > 0:
-            spans.append((str(name), tuple(range(offset + 1, offset + 1 + length))))
-    n_real = next((i - 1 for i, t in enumerate(ids[1:], start=1) if t == end), max(len(ids) - 2, 0))
-    later = [int(t) for c in chunks[1:] for t in c.tokens[1:] if int(t) != end]
-    return PromptTokens(tuple(ids), n_real, tuple(later), tuple(spans))
+    end = int(getattr(encoder, "id_end", 0))
+    start = int(getattr(encoder, "id_start", chunks[0].tokens[0] if chunks else 0))
+    pieces, spans = [], []
+    for c, chunk in enumerate(chunks):
+        ids = [int(t) for t in chunk.tokens]
+        n = next((i - 1 for i, t in enumerate(ids[1:], start=1) if t == end), max(len(ids) - 2, 0))
+        pieces.append(ids[1:1 + n])
+        for offset, embedding in chunk.fixes or []:
+            length = int(getattr(embedding, "vectors", 0) or 0)
+            name = getattr(embedding, "name", None)
+            if name and length > 0:
+                first = c * CHUNK_LEN + offset + 1
+                spans.append((str(name), tuple(range(first, first + length))))
+    return PromptTokens.from_chunks(pieces or [[]], start, end, int(getattr(encoder, "id_pad", end)), spans)
+
+
+def prompt_plan(encoder, prompts: Sequence[str], concepts: Sequence[str], steps: int,
+                hires_steps: int | None = None, use_old_scheduling: bool = False) -> PromptPlan:
+    """Concept positions for a batch of prompts, every AND sub-prompt and prompt-editing entry."""
+    cache: dict[str, PromptTokens] = {}
+
+    def tokens(text: str) -> PromptTokens:
+        if text not in cache:
+            cache[text] = prompt_tokens(encoder, text)
+        return cache[text]
+
+    images = [[[Scheduled(end, tokens(text)) for end, text in schedule]
+               for schedule in prompt_schedules(prompt, steps, hires_steps, use_old_scheduling)]
+              for prompt in prompts]
+    return PromptPlan(images, concepts, lambda w: encode_word(encoder, w), decode_tokens(encoder))
 
 
 def encode_word(encoder, word: str) -> list[int]:

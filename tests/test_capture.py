@@ -153,13 +153,36 @@ def test_concept_maps_shapes_and_ranges():
     torch.manual_seed(0)
     probs = torch.rand(64, 77).softmax(-1)
     concepts = [ConceptTokens("cat", (2,)), ConceptTokens("traffic light", (4, 5))]
-    maps = concept_maps(probs, (8, 8), n_real=6, concepts=concepts)
+    maps = concept_maps(probs, (8, 8), keys=6, concepts=concepts)
     assert maps.shape == (2, 8, 8)
     assert (maps >= 0).all() and (maps <= 1).all()
     # manual: softmax over tokens 1..6 of probs*100, mean of tokens 4,5, smoothed
     text = (probs[:, 1:7] * 100).softmax(-1)
     manual = smooth(torch.stack([text[:, 1].reshape(8, 8), text[:, 3:5].mean(1).reshape(8, 8)]))
     torch.testing.assert_close(maps, manual)
+
+
+def test_concept_maps_read_a_later_chunk_at_its_own_key_columns():
+    """Two chunks (154 keys): the softmax spans the real tokens of both, and a concept in chunk 2 reads its
+    own columns; start/end/padding columns of either chunk never enter."""
+    torch.manual_seed(1)
+    probs = torch.rand(64, 154).softmax(-1)
+    keys = (*range(1, 76), *range(78, 81))  # 75 real tokens in chunk 1, 3 in chunk 2
+    dog = ConceptTokens("dog", (80,))
+    maps = concept_maps(probs, (8, 8), keys=keys, concepts=[ConceptTokens("cat", (3,)), dog])
+    text = (probs[:, list(keys)] * 100).softmax(-1)
+    manual = smooth(torch.stack([text[:, 2].reshape(8, 8), text[:, 77].reshape(8, 8)]))
+    torch.testing.assert_close(maps, manual)
+    poked = probs.clone()
+    poked[:, 80] += 5.0  # only dog's own column changes dog's map ...
+    poked[:, 77] += 5.0  # ... chunk 1's end token is not a prompt token
+    poked[:, 81:] += 5.0  # nor chunk 2's end and padding
+    again = concept_maps(poked, (8, 8), keys=keys, concepts=[dog])
+    text = (poked[:, list(keys)] * 100).softmax(-1)
+    torch.testing.assert_close(again[0], smooth(text[:, 77].reshape(1, 8, 8))[0])
+    assert not torch.allclose(again[0], maps[1])
+    with pytest.raises(ValueError, match="not a real prompt token"):
+        concept_maps(probs, (8, 8), keys=keys, concepts=[ConceptTokens("end", (77,))])
 
 
 def test_smoothing_preserves_constant_maps_and_uses_reflect_padding():

@@ -1,6 +1,6 @@
 import pytest
 
-from segret_lib.tokens import CHUNK_TOKENS, PromptTokens, TokenMappingError, locate_concept, map_concepts
+from segret_lib.tokens import CHUNK_LEN, CHUNK_TOKENS, PromptTokens, TokenMappingError, locate_concept, map_concepts
 
 
 def test_single_token_words(text_encoder):
@@ -38,10 +38,34 @@ def test_unknown_word_is_dropped_with_message(text_encoder):
 def test_concept_beyond_first_chunk(text_encoder):
     filler = " ".join(["red"] * (CHUNK_TOKENS + 3))
     pt = text_encoder.prompt_tokens(f"a cat {filler} and a dog")
-    assert pt.n_real == CHUNK_TOKENS and len(pt.later_ids) > 0
+    assert pt.chunk_real == (CHUNK_TOKENS, 8) and len(pt.ids) == 2 * CHUNK_LEN
     found, warnings = map_concepts(pt, ["cat", "dog"], text_encoder.encode)
+    assert warnings == []
+    dog = found[1].positions[0]
+    assert dog == CHUNK_LEN + 1 + 7 and pt.ids[dog] == text_encoder.encode("dog")[0]
+    # the softmax spans the real tokens of both chunks: no start/end/padding key of either
+    keys = pt.real_positions
+    assert len(keys) == CHUNK_TOKENS + 8 and CHUNK_LEN not in keys and CHUNK_LEN - 1 not in keys
+    assert keys[CHUNK_TOKENS] == CHUNK_LEN + 1
+
+
+def test_concept_split_between_chunks_is_named(text_encoder):
+    enc = text_encoder
+    hippo = enc.encode("hippopotamus")
+    assert len(hippo) >= 2
+    filler = enc.encode(" ".join(["red"] * (CHUNK_TOKENS - 1)))
+    pt = PromptTokens.from_ids([*filler, *hippo, *enc.encode("and a cat")], enc.bos, enc.eos)
+    found, warnings = map_concepts(pt, ["hippopotamus", "cat"], enc.encode)
     assert [c.word for c in found] == ["cat"]
-    assert "after the first 75 tokens" in warnings[0]
+    assert "split between token chunks 1 and 2" in warnings[0] and "BREAK" in warnings[0]
+
+
+def test_first_occurrence_in_any_chunk(text_encoder):
+    enc = text_encoder
+    pt = PromptTokens.from_chunks([enc.encode("a photo"), enc.encode("a dog"), enc.encode("a dog")], enc.bos, enc.eos)
+    assert pt.chunk_real == (2, 2, 2)
+    assert locate_concept(pt, "dog", enc.encode).positions == (CHUNK_LEN + 2,)
+    assert pt.ids[CHUNK_LEN] == enc.bos and pt.ids[CHUNK_LEN + 3] == enc.eos
 
 
 def test_overlapping_concepts_and_empty(text_encoder):
@@ -61,7 +85,7 @@ def test_named_spans_place_embeddings_that_have_no_bpe_ids(text_encoder):
     enc = text_encoder
     real = [*enc.encode("a photo of"), 0, 0, *enc.encode("and a dog")]  # a 2-vector embedding as placeholders
     pt = PromptTokens.from_ids(real, enc.bos, enc.eos)
-    pt = PromptTokens(pt.ids, pt.n_real, pt.later_ids, (("MyCat", (4, 5)),))
+    pt = PromptTokens(pt.ids, pt.chunk_real, (("MyCat", (4, 5)),))
     found, warnings = map_concepts(pt, ["mycat", "dog", "MyCat dog"], enc.encode)
     assert [(c.word, c.positions) for c in found] == [("mycat", (4, 5)), ("dog", (8,))]
     assert warnings == ["'MyCat dog' is not in the prompt"]

@@ -9,11 +9,10 @@ import torch
 from modules import infotext_utils, processing, script_callbacks, scripts, sd_samplers, shared
 from modules.api import api
 
-from segret_lib import script_args, script_ui, webui_adapter, webui_prompts, xyz_axes
+from segret_lib import script_args, script_ui, webui_adapter, xyz_axes
 from segret_lib.capture import cross_attention_modules
 from segret_lib.checkpointing import unet_blocks
 from segret_lib.params import UI_FIELDS
-from segret_lib.tokens import map_concepts
 from tests.webui_host import ROOT, Host
 
 ON = {"enabled": True, "concepts": "cat, dog"}
@@ -177,21 +176,6 @@ def test_batch_and_iterations_with_different_prompts(host):
     assert_clean(host, p)
 
 
-def test_and_prompt_uses_first_subprompt(host):
-    _, res = host.txt2img(prompt="a cat and a dog AND a forest:0.5", script_args=host.args(**ON), steps=3)
-    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
-    assert info["A-STAR result"].startswith("first pass: 3/3")
-    assert "A-STAR warnings" not in info
-
-
-def test_emphasis_and_break_token_positions(host):
-    enc = host.model.cond_stage_model
-    pt = webui_prompts.prompt_tokens(enc, "a (cat:1.3) and a [dog] BREAK a tree")
-    found = map_concepts(pt, ["cat", "tree"], lambda w: webui_prompts.encode_word(enc, w))
-    assert found[0][0].positions == (2,)
-    assert "after the first 75 tokens" in found[1][0]
-
-
 def test_textual_inversion_embedding_name_as_a_concept(host, monkeypatch):
     encoder = host.model.cond_stage_model
     monkeypatch.setattr(encoder, "embeddings", {})
@@ -282,14 +266,6 @@ def test_bad_settings_warn_and_generate_unchanged(host, values, needle, capsys):
     assert needle in res.infotexts[0] and "A-STAR warnings: " in res.infotexts[0]
     assert "[A-STAR] not applied" in capsys.readouterr().out
     assert_clean(host, p)
-
-
-def test_prompt_longer_than_75_tokens(host):
-    long_prompt = "a cat " + " ".join(["blue"] * 80) + " and a dog"
-    _, res = host.txt2img(prompt=long_prompt, script_args=host.args(**ON), steps=3)
-    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
-    assert "'dog' comes after the first 75 tokens" in info["A-STAR warnings"]
-    assert info["A-STAR result"].startswith("first pass: 2/3")  # 'cat' alone: retention from step 2
 
 
 def test_nan_gradient_warns_in_infotext(host):

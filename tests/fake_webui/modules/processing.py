@@ -61,8 +61,10 @@ class StableDiffusionProcessing:
         return torch.stack(noise).to(self.sd_model.device)
 
     def setup_conds(self):
-        self.c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.prompts, self.steps)
-        self.uc = prompt_parser.get_learned_conditioning(self.sd_model, self.negative_prompts, self.steps)
+        config = sd_samplers.find_sampler_config(self.sampler_name)
+        self.firstpass_steps = config.total_steps(self.steps) if config else self.steps  # schedules count evaluations
+        self.c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.prompts, self.firstpass_steps)
+        self.uc = prompt_parser.get_learned_conditioning(self.sd_model, self.negative_prompts, self.firstpass_steps)
 
     def image_conditioning(self, x):
         return x.new_zeros(x.shape[0], 5, 1, 1)
@@ -94,7 +96,10 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.sampler = sd_samplers.create_sampler(self.hr_sampler_name or self.sampler_name, self.sd_model)
         noise = self.noise((4, h, w))
         self.hr_prompts = [self.hr_prompt or p for p in self.prompts]
-        hr_c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.hr_prompts, self.steps)
+        config = sd_samplers.find_sampler_config(self.hr_sampler_name or self.sampler_name)
+        hr_steps = self.hr_second_pass_steps or self.steps
+        hr_c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.hr_prompts, self.firstpass_steps,
+                                                                config.total_steps(hr_steps))
         if self.scripts is not None:
             self.scripts.before_hr(self)
             self.scripts.process_before_every_sampling(self, x=samples, noise=noise, c=hr_c, uc=self.uc)

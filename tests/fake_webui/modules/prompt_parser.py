@@ -1,4 +1,5 @@
-"""Prompt conditioning structures and the functions samplers use (AND / weights; no prompt editing)."""
+"""Prompt conditioning structures and the functions samplers use: AND with weights, and prompt editing
+(`[a:b:N]`, `[a:N]`, `[a::N]`) and alternation (`[a|b]`) without nesting; the WebUI parses nested ones too."""
 
 from __future__ import annotations
 
@@ -34,9 +35,38 @@ class DictWithShape(dict):
         return self["crossattn"].shape
 
 
+re_edit = re.compile(r"\[([^\[\]:|]*)(?::([^\[\]:|]*))?:\s*([-+]?\d*\.?\d+)\s*\]")
+re_alternate = re.compile(r"\[([^\[\]:]*\|[^\[\]:]*)\]")
+
+
+def _edit_step(number: str, steps: int) -> int:
+    value = float(number)
+    return min(steps, int(value * steps if "." in number else value))
+
+
+def _prompt_at(prompt: str, step: int, steps: int) -> str:
+    def edit(match):
+        before, after = (match.group(1), match.group(2)) if match.group(2) is not None else ("", match.group(1))
+        return before if step <= _edit_step(match.group(3), steps) else after
+
+    def alternate(match):
+        options = match.group(1).split("|")
+        return options[(step - 1) % len(options)]
+
+    return re_alternate.sub(alternate, re_edit.sub(edit, prompt))
+
+
 def get_learned_conditioning_prompt_schedules(prompts, base_steps, hires_steps=None, use_old_scheduling=False):
+    """[[end_at_step, text], ...] per prompt, like the WebUI's (first pass semantics: numbers with a '.' are
+    fractions of the steps, integers are steps; alternation switches every step)."""
     steps = hires_steps or base_steps
-    return [[[steps, prompt]] for prompt in prompts]
+    res = []
+    for prompt in prompts:
+        ends = {steps} | {_edit_step(edit.group(3), steps) for edit in re_edit.finditer(prompt)}
+        if re_alternate.search(prompt):
+            ends |= set(range(1, steps + 1))
+        res.append([[end, _prompt_at(prompt, end, steps)] for end in sorted(e for e in ends if e >= 1)])
+    return res
 
 
 def get_multicond_prompt_list(prompts):
@@ -56,27 +86,31 @@ def get_multicond_prompt_list(prompts):
     return res_indexes, prompt_flat_list, prompt_indexes
 
 
-def get_learned_conditioning(model, prompts, steps, hires_steps=None):
+def get_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
     res = []
-    for prompt in prompts:
-        cond = model.get_learned_conditioning([prompt])
-        cond = DictWithShape({k: v[0] for k, v in cond.items()}) if isinstance(cond, dict) else cond[0]
-        res.append([ScheduledPromptConditioning(steps, cond)])
+    for schedule in get_learned_conditioning_prompt_schedules(prompts, steps, hires_steps, use_old_scheduling):
+        entries = []
+        for end_at_step, text in schedule:
+            cond = model.get_learned_conditioning([text])
+            cond = DictWithShape({k: v[0] for k, v in cond.items()}) if isinstance(cond, dict) else cond[0]
+            entries.append(ScheduledPromptConditioning(end_at_step, cond))
+        res.append(entries)
     return res
 
 
-def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None):
+def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
     res_indexes, prompt_flat_list, _ = get_multicond_prompt_list(prompts)
-    learned = get_learned_conditioning(model, prompt_flat_list, steps, hires_steps)
+    learned = get_learned_conditioning(model, prompt_flat_list, steps, hires_steps, use_old_scheduling)
     res = [[ComposableScheduledPromptConditioning(learned[i], w) for i, w in indexes] for indexes in res_indexes]
     return MulticondLearnedConditioning(shape=(len(prompts),), batch=res)
 
 
 def _at_step(schedules, current_step):
+    """The entry for current_step; the first one if the step is past every entry, as the WebUI does."""
     for entry in schedules:
         if current_step <= entry.end_at_step:
             return entry.cond
-    return schedules[-1].cond
+    return schedules[0].cond
 
 
 def _stack(conds):

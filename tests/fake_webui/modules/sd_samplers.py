@@ -12,6 +12,10 @@ all_samplers = [
 all_samplers_map = {x.name: x for x in all_samplers}
 
 
+def find_sampler_config(name):
+    return all_samplers_map.get(name)
+
+
 def create_sampler(name, model):
     config = all_samplers_map.get(name)
     if config is None:

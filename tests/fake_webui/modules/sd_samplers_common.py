@@ -10,7 +10,7 @@ class InterruptedException(BaseException):
 class SamplerData(namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])):
     def total_steps(self, steps):
         if self.options.get("second_order", False):
-            steps = steps * 2 - 1
+            steps = steps * 2
         return steps
 
 
