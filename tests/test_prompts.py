@@ -152,7 +152,8 @@ def test_embedding_in_a_later_chunk(host, monkeypatch):
 
 def test_sdxl_break_and_and():
     h = Host("sdxl")
-    for prompt in ("a photo of a cat BREAK a dog", "a photo of a cat AND a photo of a dog"):
+    long_prompt = "a cat " + " ".join(["blue"] * 140) + " and a dog"
+    for prompt in ("a photo of a cat BREAK a dog", "a photo of a cat AND a photo of a dog", long_prompt):
         _, res = h.txt2img(prompt=prompt, script_args=h.args(**ON), steps=3)
         info = info_of(res)
         assert "A-STAR warnings" not in info and info["A-STAR result"].startswith("first pass: 3/3"), prompt
