@@ -656,3 +656,14 @@ def test_xyz_method_axis_compares_methods_on_one_seed(host):
     assert infos["Attend-and-Excite"]["A-STAR result"].startswith("first pass: 2/4 steps, L_A&E")
     assert infos["Both"]["A-STAR method"] == "Both" and "L_A&E" in infos["Both"]["A-STAR result"]
     assert len({latents(r).sum().item() for r in results.values()}) == 3
+
+
+def test_aae_sdxl_and_hires():
+    h = Host("sdxl")
+    p, res = h.txt2img(script_args=h.args(**AAE, iterative=True, step_size=60.0, hires=True), steps=4,
+                       enable_hr=True, hr_scale=1.5, hr_second_pass_steps=4, denoising_strength=0.5)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    # first half of each pass: 2 of 4 steps, and of the hires pass's 4 steps
+    assert "first pass: 2/4 steps" in info["A-STAR result"] and "hires pass: 2/4 steps" in info["A-STAR result"]
+    assert "A-STAR warnings" not in info and torch.isfinite(latents(res)).all()
+    assert_clean(h, p)
