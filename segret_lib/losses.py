@@ -1,4 +1,4 @@
-"""A-STAR losses (Eq. 2-4) and the retention-mask binarisation.
+"""A-STAR losses (Eq. 2-4), the Attend-and-Excite loss, and the retention-mask binarisation.
 
 Maps are tensors of shape [C, H, W] (one image, C concepts), values in [0, 1].
 """
@@ -27,6 +27,15 @@ def retention_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     overlap = torch.minimum(maps, masks).flatten(1).sum(-1)
     union = (maps + masks).flatten(1).sum(-1)
     return (1.0 - overlap / (union + _EPS)).sum()
+
+
+def excite_loss(maps: torch.Tensor) -> torch.Tensor:
+    """Attend-and-Excite (Chefer et al. 2023; `_compute_loss` of its reference code): max over concepts of
+    max(0, 1 - max_ij A^m), i.e. the concept whose smoothed map peaks lowest drives the update."""
+    if maps.shape[0] == 0:
+        return maps.new_zeros(())
+    peaks = maps.flatten(1).max(dim=1).values
+    return (1.0 - peaks).clamp_min(0.0).max()
 
 
 def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
@@ -76,4 +85,23 @@ def total_loss(
         ret = retention_loss(maps, prev_masks)
         loss = loss + ret_weight * ret
         parts["ret"] = float(ret.detach())
+    return loss, parts
+
+
+def method_loss(
+    method: str,
+    maps: torch.Tensor,
+    prev_masks: torch.Tensor | None,
+    seg_weight: float = 1.0,
+    ret_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of a method for one image: 'astar' Eq. 4, 'aae' the Attend-and-Excite loss, 'both' their sum."""
+    if method == "aae":
+        loss = excite_loss(maps)
+        return loss, {"aae": float(loss.detach())}
+    loss, parts = total_loss(maps, prev_masks, seg_weight, ret_weight)
+    if method == "both":
+        aae = excite_loss(maps)
+        loss = loss + aae
+        parts["aae"] = float(aae.detach())
     return loss, parts

@@ -1,4 +1,4 @@
-"""All user-visible A-STAR settings, validated in one place, with infotext round-trip."""
+"""All user-visible settings (A-STAR and Attend-and-Excite), validated in one place, with infotext round-trip."""
 
 from __future__ import annotations
 
@@ -12,6 +12,35 @@ MAX_CONCEPTS = 8
 INFOTEXT_PREFIX = "A-STAR"
 THRESHOLD_MODES = ("fraction", "otsu")
 TOKEN_COMBINE_MODES = ("mean", "max", "sum")
+
+# Methods: A-STAR's segregation + retention losses, Attend-and-Excite's (Chefer et al. 2023) "most neglected
+# concept" loss, or both losses summed. Canonical names, and the labels the UI, the infotext and X/Y/Z show.
+METHODS = ("astar", "aae", "both")
+METHOD_LABELS = {"astar": "A-STAR", "aae": "Attend-and-Excite", "both": "Both"}
+_METHOD_ALIASES = {
+    "astar": "astar", "a-star": "astar", "a_star": "astar", "a star": "astar",
+    "aae": "aae", "a&e": "aae", "ae": "aae", "attend-and-excite": "aae", "attend_and_excite": "aae",
+    "attend and excite": "aae", "attendandexcite": "aae",
+    "both": "both", "a-star + attend-and-excite": "both", "astar+aae": "both",
+}
+
+# Attend-and-Excite's published schedule (reference code, config.py), defined for 50 steps and scaled to T steps
+# by step index i -> round(i * T / 50), halves rounded up (schedule.scale_step).
+AAE_REFERENCE_STEPS = 50
+AAE_LAST_STEP = 25  # updates on steps 0..24 of 50 (max_iter_to_alter = 25): the first half
+AAE_ITERATIVE_STEPS = (0, 10, 20)  # iterative refinement at these steps...
+AAE_THRESHOLDS = (0.05, 0.5, 0.8)  # ...until every concept's smoothed map reaches this maximum
+AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
+
+# Settings whose default depends on the method. The HTTP API's dict fills the keys it does not give from the
+# chosen method's column; the UI switches a control to the new method's default only while it still holds the
+# previous method's default (script_args.switch_method). last_step 0 and iterative_steps () are resolved per
+# pass against its step count (schedule.last_refined_step / iterative_schedule).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "astar": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,)},
+    "aae": {"iterative": True, "iterative_steps": (), "iterative_target": AAE_TARGETS},
+    "both": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,)},
+}
 
 
 class ParamError(ValueError):
@@ -29,6 +58,33 @@ def split_concepts(text: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def canonical_method(value: Any) -> str:
+    """'A-STAR', 'Attend-and-Excite', 'aae', 'both', ... -> one of METHODS."""
+    name = " ".join(str(value).strip().lower().split())
+    if name in _METHOD_ALIASES:
+        return _METHOD_ALIASES[name]
+    labels = ", ".join(f"{k!r}" for k in (*METHODS, *METHOD_LABELS.values()))
+    raise ParamError(f"method must be one of {labels}, got {value!r}")
+
+
+def method_defaults(method: Any) -> dict[str, Any]:
+    """The method-dependent defaults of `method` (see METHOD_DEFAULTS)."""
+    return dict(METHOD_DEFAULTS[canonical_method(method)])
+
+
+def _parse_targets(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        items = [s for s in value.replace(";", ",").replace(" ", ",").split(",") if s.strip()]
+    elif isinstance(value, (int, float)):
+        items = [value]
+    else:
+        items = list(value)
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError) as e:
+        raise ParamError(f"iterative_target must be numbers (one, or one per iterative step), got {value!r}") from e
+
+
 def _parse_steps(text: str | Iterable[int]) -> tuple[int, ...]:
     if isinstance(text, str):
         items = [s for s in text.replace(";", ",").split(",") if s.strip()]
@@ -41,19 +97,20 @@ def _parse_steps(text: str | Iterable[int]) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SegretParams:
-    """A-STAR parameters. Defaults follow method.md (A-STAR where given, Attend-and-Excite elsewhere)."""
+    """Parameters. Defaults follow method.md (A-STAR where given, Attend-and-Excite elsewhere); the dataclass
+    defaults are A-STAR's, `create` fills the method-dependent ones (METHOD_DEFAULTS) of the chosen method."""
 
     enabled: bool = False
     concepts: tuple[str, ...] = ()
     seg_weight: float = 1.0  # w_seg in Eq. 4
     ret_weight: float = 1.0  # w_ret in Eq. 4
     step_size: float = 20.0  # scale_factor of alpha_t = scale * sqrt(linspace(1, 0.5, T))
-    last_step: int = 0  # last refined sampling step (1-based); 0 = every step
+    last_step: int = 0  # last refined sampling step (1-based); 0 = the method's: A-STAR every step, A&E the first half
     threshold_mode: str = "fraction"  # retention mask: A >= threshold * max(A), or Otsu
     threshold: float = 0.5
     iterative: bool = False  # A&E-style repeat-until-target at chosen steps
-    iterative_steps: tuple[int, ...] = (0, 10, 20)  # 0-based step indices
-    iterative_target: float = 0.2  # total loss to reach
+    iterative_steps: tuple[int, ...] = (0, 10, 20)  # 0-based step indices; () = A&E's 0, 10, 20 of 50, scaled
+    iterative_target: tuple[float, ...] = (0.2,)  # loss to reach: one value, or one per iterative step
     iterative_max: int = 20  # cap on updates at one step
     softmax_temperature: float = 100.0  # scale before the token softmax (A&E)
     smooth_kernel: int = 3
@@ -63,23 +120,31 @@ class SegretParams:
     show_maps: bool = False  # add an attention-map grid to the gallery
     early_exit: bool = True  # stop the UNet after the last captured layer during refinement
     low_vram: bool = False  # checkpoint the UNet's blocks during refinement: less VRAM, slower
+    method: str = "astar"  # "astar", "aae" (Attend-and-Excite) or "both" (the two losses summed)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "method", canonical_method(self.method))
+        if not isinstance(self.iterative_target, tuple):
+            object.__setattr__(self, "iterative_target", _parse_targets(self.iterative_target))
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise ParamError naming the first bad setting."""
-        for name in ("seg_weight", "ret_weight", "step_size", "threshold", "iterative_target",
-                     "softmax_temperature", "smooth_sigma"):
+        for name in ("seg_weight", "ret_weight", "step_size", "threshold", "softmax_temperature", "smooth_sigma"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ParamError(f"{name} must be a finite number, got {value!r}")
+        if not self.iterative_target:
+            raise ParamError("iterative_target needs at least one value")
+        for value in self.iterative_target:
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ParamError(f"iterative_target must be finite numbers, got {self.iterative_target!r}")
+            _check_range("iterative_target", value, 0.0, 100.0)
         _check_range("seg_weight", self.seg_weight, 0.0, 100.0)
         _check_range("ret_weight", self.ret_weight, 0.0, 100.0)
         _check_range("step_size", self.step_size, 0.0, 1000.0)
         _check_range("last_step", self.last_step, 0, 10000)
-        _check_range("iterative_target", self.iterative_target, 0.0, 100.0)
         _check_range("iterative_max", self.iterative_max, 1, 200)
         _check_range("softmax_temperature", self.softmax_temperature, 1e-3, 1e4)
         _check_range("smooth_sigma", self.smooth_sigma, 0.0, 10.0)
@@ -98,18 +163,23 @@ class SegretParams:
                 raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
             if len(self.concepts) > MAX_CONCEPTS:
                 raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(self.concepts)}")
-            if self.seg_weight == 0 and self.ret_weight == 0:
+            if self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0:
                 raise ParamError("both loss weights are 0: nothing to optimise")
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, **values: Any) -> SegretParams:
-        """Build from loosely typed values (UI strings, JSON numbers), coercing each field to its type."""
+        """Build from loosely typed values (UI strings, JSON numbers), coercing each field to its type.
+
+        Method-dependent settings not given take the chosen method's defaults (METHOD_DEFAULTS)."""
         names = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ParamError(f"unknown A-STAR setting(s): {', '.join(unknown)}; known: {', '.join(names)}")
-        return cls(**{k: _coerce(names[k], v) for k, v in values.items()})
+        coerced = {k: _coerce(names[k], v) for k, v in values.items()}
+        for name, default in method_defaults(coerced.get("method", "astar")).items():
+            coerced.setdefault(name, default)
+        return cls(**coerced)
 
     def replace(self, **changes: Any) -> SegretParams:
         return self.create(**{**dataclasses.asdict(self), **changes})
@@ -125,23 +195,30 @@ class SegretParams:
             f"{INFOTEXT_PREFIX} last step": str(self.last_step),
             f"{INFOTEXT_PREFIX} threshold": "otsu" if self.threshold_mode == "otsu" else _fmt(self.threshold),
         }
+        if self.method != "astar":
+            out[f"{INFOTEXT_PREFIX} method"] = METHOD_LABELS[self.method]
         if self.iterative:
+            steps = " ".join(map(str, self.iterative_steps)) if self.iterative_steps else "auto"
             out[f"{INFOTEXT_PREFIX} iterative"] = (
-                f"steps {' '.join(map(str, self.iterative_steps))}; target {_fmt(self.iterative_target)}; "
+                f"steps {steps}; target {' '.join(_fmt(t) for t in self.iterative_target)}; "
                 f"max {self.iterative_max}"
             )
+        elif METHOD_DEFAULTS[self.method]["iterative"]:
+            out[f"{INFOTEXT_PREFIX} iterative"] = "off"  # the method's default is on: say it was turned off
         if self.hires:
             out[f"{INFOTEXT_PREFIX} hires"] = "True"
         return out
 
     @classmethod
     def from_infotext(cls, info: Mapping[str, Any]) -> SegretParams:
-        """Inverse of to_infotext; absent keys keep their defaults, and enabled follows 'concepts'."""
+        """Inverse of to_infotext; absent keys keep their (method's) defaults, and enabled follows 'concepts'."""
         key = f"{INFOTEXT_PREFIX} "
         values: dict[str, Any] = {}
         if key + "concepts" in info:
             values["concepts"] = info[key + "concepts"]
             values["enabled"] = True
+        if key + "method" in info:
+            values["method"] = info[key + "method"]
         for name, field_name in (("seg weight", "seg_weight"), ("ret weight", "ret_weight"),
                                  ("step size", "step_size"), ("last step", "last_step")):
             if key + name in info:
@@ -153,12 +230,14 @@ class SegretParams:
             else:
                 values["threshold_mode"] = "fraction"
                 values["threshold"] = raw
-        if key + "iterative" in info:
+        if str(info.get(key + "iterative", "")).strip().lower() == "off":
+            values["iterative"] = False
+        elif key + "iterative" in info:
             values["iterative"] = True
             for part in str(info[key + "iterative"]).split(";"):
                 name, _, val = part.strip().partition(" ")
                 if name == "steps":
-                    values["iterative_steps"] = val.replace(" ", ",")
+                    values["iterative_steps"] = "" if val.strip() == "auto" else val.replace(" ", ",")
                 elif name == "target":
                     values["iterative_target"] = val
                 elif name == "max":
@@ -195,12 +274,16 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             if not math.isfinite(as_float) or as_float != int(as_float):
                 raise ValueError(value)
             return int(as_float)
+        if f.name == "method":
+            return canonical_method(value)
         if kind == "str":
             return str(value).strip().lower()
         if f.name == "concepts":
             return split_concepts(value)
         if f.name == "iterative_steps":
             return _parse_steps(value)
+        if f.name == "iterative_target":
+            return _parse_targets(value)
     except ParamError:
         raise
     except (TypeError, ValueError) as e:
@@ -212,6 +295,7 @@ DEFAULTS = SegretParams()
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
 UI_FIELDS: tuple[str, ...] = (
     "enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold_mode", "threshold",
-    "iterative", "show_maps", "hires", "low_vram",
+    "iterative", "show_maps", "hires", "low_vram", "method",
 )
-"""Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order."""
+"""Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order (new fields
+are appended, so older, shorter lists keep their meaning)."""

@@ -1,4 +1,4 @@
-"""One A-STAR latent update (or a capped series of them) for a batch of images."""
+"""One latent update (or a capped series of them) for a batch of images, with the chosen method's loss."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .losses import binarize, total_loss
+from .losses import binarize, method_loss
 from .params import SegretParams
-from .schedule import step_size
+from .schedule import iterative_schedule, step_size
 
 # forward_maps(x_model) runs the conditional UNet on the sampler-space latent and returns, per image,
 # the concept maps [C_i, H, W] (with gradients).
@@ -51,20 +51,29 @@ class Refiner:
         self.layout_masks = list(layout_masks) if layout_masks is not None else [None] * n_images
 
     def loss(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Sum over images of Eq. 4; retention uses the layout mask if given, else the previous step's mask."""
-        total: torch.Tensor | None = None
+        """Sum over images of the method's loss (A-STAR: Eq. 4; retention uses the layout mask if given, else
+        the previous step's mask)."""
+        per_image, parts = self.image_losses(maps, rows)
+        total = per_image[0] if per_image else torch.zeros(())
+        for loss in per_image[1:]:
+            total = total + loss
+        return total, parts
+
+    def image_losses(self, maps: Sequence[torch.Tensor], rows: Sequence[int],
+                     ) -> tuple[list[torch.Tensor], dict[str, float]]:
+        """The method's loss of each image, and the loss terms summed over the images."""
+        p = self.params
+        losses: list[torch.Tensor] = []
         parts: dict[str, float] = {}
         for m, row in zip(maps, rows, strict=True):
             mask = self.layout_masks[row] if self.layout_masks[row] is not None else self.prev_masks[row]
             if mask is not None and mask.shape != m.shape:
                 mask = None  # concepts changed between passes (e.g. a hires prompt): no retention this step
-            loss, p = total_loss(m, mask, self.params.seg_weight, self.params.ret_weight)
-            total = loss if total is None else total + loss
-            for k, v in p.items():
+            loss, terms = method_loss(p.method, m, mask, p.seg_weight, p.ret_weight)
+            losses.append(loss)
+            for k, v in terms.items():
                 parts[k] = parts.get(k, 0.0) + v
-        if total is None:
-            total = torch.zeros(())
-        return total, parts
+        return losses, parts
 
     def refine(self, x: torch.Tensor, scale: torch.Tensor, step: int, total_steps: int,
                forward_maps: ForwardMaps, rows: Sequence[int] | None = None, keep_maps: bool = False,
@@ -75,12 +84,17 @@ class Refiner:
         scale: s with x = z * s, broadcastable to x. The loss is differentiated w.r.t. z (what the UNet sees)
         and x moves by -alpha_t * s * grad_z L. keep_maps: copy the maps before the update to the CPU.
         backward_context: entered around the gradient computation (attention replay for checkpointed blocks).
+
+        At an iterative step (schedule.iterative_schedule) the update repeats, at most iterative_max times,
+        while an image's loss is above the step's target; each image stops on its own (the others' updates
+        go on), so the result does not depend on how many images are refined together.
         """
         p = self.params
         rows = list(range(x.shape[0])) if rows is None else list(rows)
         result = StepResult(step=step, images=len(rows))
         alpha = step_size(p.step_size, step, total_steps)
-        max_updates = p.iterative_max if p.iterative and step in p.iterative_steps else 1
+        target = iterative_schedule(p, total_steps).get(step)
+        max_updates = p.iterative_max if target is not None else 1
         scale = scale.to(x.device, torch.float32)
         x_cur = x.detach().float().clone()
         maps: list[torch.Tensor] = []
@@ -90,7 +104,8 @@ class Refiner:
                 maps = forward_maps((z * scale).to(x.dtype))
                 if maps and not any(m.requires_grad for m in maps):
                     raise NoAttentionGradient
-                loss, parts = self.loss(maps, rows)
+                per_image, parts = self.image_losses(maps, rows)
+                loss = torch.stack(per_image).sum() if per_image else torch.zeros(())
             value = float(loss.detach())
             result.final_loss = value
             if it == 0:
@@ -100,19 +115,26 @@ class Refiner:
             if not torch.isfinite(loss.detach()):
                 result.skipped = f"non-finite loss ({value}) at step {step + 1}; update skipped"
                 break
-            if not loss.requires_grad or (it > 0 and value <= p.iterative_target):
+            # the first update of a step is always made; later ones only for images still above the target
+            active = [it == 0 or float(v.detach()) > target for v in per_image]
+            if not loss.requires_grad or not any(active):
                 break
             with backward_context():
                 (grad,) = torch.autograd.grad(loss, z)
             if not torch.isfinite(grad).all():
                 result.skipped = f"non-finite gradient at step {step + 1}; update skipped"
                 break
+            if not all(active):
+                grad = grad * torch.tensor(active, dtype=grad.dtype, device=grad.device).reshape(
+                    -1, *([1] * (grad.dim() - 1)))
             x_cur = x_cur - alpha * scale * grad
             result.updates += 1
         self._renew_masks(maps, rows)
         return x_cur.to(x.dtype), result
 
     def _renew_masks(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> None:
+        if self.params.method == "aae":  # no retention term: no masks to keep
+            return
         for m, row in zip(maps, rows, strict=False):
             if torch.isfinite(m).all():
                 self.prev_masks[row] = binarize(m, self.params.threshold_mode, self.params.threshold)

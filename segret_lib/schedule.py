@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from .params import AAE_ITERATIVE_STEPS, AAE_LAST_STEP, AAE_REFERENCE_STEPS, SegretParams
+
 EVAL_PATTERNS = ("first_order", "second_order", "plms", "dpm_fast", "callback")
 
 
@@ -20,6 +22,41 @@ def step_size(scale_factor: float, step: int, total_steps: int) -> float:
 def is_refined_step(step: int, last_step: int) -> bool:
     """0-based step index against the 1-based 'last refined step' setting (0 = all)."""
     return last_step <= 0 or step < last_step
+
+
+def scale_step(index: int, total_steps: int, reference_steps: int = AAE_REFERENCE_STEPS) -> int:
+    """A step index of a schedule published for `reference_steps` steps, at `total_steps`:
+    round(index * T / reference), halves rounded up (e.g. A&E's step 25 of 50 is step 13 of 25)."""
+    return (2 * index * total_steps + reference_steps) // (2 * reference_steps)
+
+
+def last_refined_step(params: SegretParams, total_steps: int) -> int:
+    """The pass's last refined step (1-based; 0 = every step). An explicit last_step > 0 is taken as it is;
+    0 means the method's default: every step for A-STAR and both, the first half for Attend-and-Excite
+    (its 25 of 50 steps, scaled: round(25 * T / 50), at least 1)."""
+    if params.last_step > 0:
+        return params.last_step
+    if params.method == "aae":
+        return max(1, scale_step(AAE_LAST_STEP, total_steps))
+    return 0
+
+
+def iterative_schedule(params: SegretParams, total_steps: int) -> dict[int, float]:
+    """{0-based step: loss target} of the iterative refinement of a pass ({} when it is off).
+
+    Steps: params.iterative_steps as given, or, when empty, Attend-and-Excite's 0, 10, 20 of 50 scaled to the
+    pass (scale_step; where two land on the same step the earlier one's target is kept). Targets: the k-th
+    step takes iterative_target[k], the last value repeating for the steps beyond it."""
+    if not params.iterative:
+        return {}
+    scaled = not params.iterative_steps
+    steps = [scale_step(s, total_steps) for s in AAE_ITERATIVE_STEPS] if scaled else list(params.iterative_steps)
+    targets = params.iterative_target
+    out: dict[int, float] = {}
+    for k, step in enumerate(steps):
+        if step not in out:
+            out[step] = float(targets[min(k, len(targets) - 1)])
+    return out
 
 
 def latent_scale(sigma: torch.Tensor, parameterization: str) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .params import UI_FIELDS, ParamError, SegretParams
+from .params import METHOD_DEFAULTS, UI_FIELDS, ParamError, SegretParams, canonical_method
 
 OVERRIDES_ATTR = "segret_overrides"  # dict set on p by X/Y/Z-plot axes
 
@@ -13,20 +13,46 @@ OVERRIDES_ATTR = "segret_overrides"  # dict set on p by X/Y/Z-plot axes
 def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> SegretParams:
     """Script args -> SegretParams. Accepts the UI's positional values, or one dict (HTTP API).
 
-    Raises ParamError with a message that names the bad value.
+    Method defaults (params.METHOD_DEFAULTS): in the dict, only the keys given are explicit, the others take the
+    method's defaults. The positional values are the UI's, every one explicit; an X/Y/Z override of the method
+    switches them as the UI does (switch_method). Raises ParamError with a message that names the bad value.
     """
     if args and isinstance(args[0], dict):  # API: {"args": [{...}]}; the UI defaults after it are ignored
         values = dict(args[0])
         values.setdefault("enabled", True)
+        if overrides:
+            values.update(overrides)
     elif len(args) == 0:
         values = {"enabled": False}
     else:
         if len(args) > len(UI_FIELDS):
             raise ParamError(f"A-STAR takes at most {len(UI_FIELDS)} args ({', '.join(UI_FIELDS)}), got {len(args)}")
         values = dict(zip(UI_FIELDS, args, strict=False))
-    if overrides:
-        values.update(overrides)
+        if overrides:
+            overrides = dict(overrides)
+            if "method" in overrides:
+                values = switch_method(values, values.get("method", "astar"), overrides.pop("method"))
+            values.update(overrides)
     return SegretParams.create(**values)
+
+
+def switch_method(values: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:
+    """values with the method switched from `old` to `new`, the UI's rule: a method-dependent setting that still
+    holds the old method's default is explicit for nobody and takes the new method's default; one that differs
+    from it was set by the user and is kept. Returns a new dict."""
+    old_name, new_name = canonical_method(old), canonical_method(new)
+    out = dict(values)
+    out["method"] = new_name
+    for name, old_default in METHOD_DEFAULTS[old_name].items():
+        if name in out and _same(out[name], old_default):
+            out[name] = METHOD_DEFAULTS[new_name][name]
+    return out
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return str(value).strip().lower() in (("true", "1", "yes", "on") if default else ("false", "0", "no", "off"))
+    return value == default
 
 
 def looks_enabled(args: Sequence[Any]) -> bool:

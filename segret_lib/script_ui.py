@@ -1,4 +1,5 @@
-"""The A-STAR accordion: controls, tooltips, and the infotext fields that paste restores (gradio only).
+"""The A-STAR accordion: controls, tooltips, the method switch, and the infotext fields that paste restores
+(gradio only).
 
 The host passes its InputAccordion class, so this module imports no host code.
 """
@@ -12,8 +13,8 @@ from typing import Any
 
 import gradio as gr
 
-from .params import INFOTEXT_PREFIX, UI_FIELDS, SegretParams
-from .script_args import threshold_from, threshold_mode_from
+from .params import INFOTEXT_PREFIX, METHOD_DEFAULTS, METHOD_LABELS, UI_FIELDS, SegretParams, canonical_method
+from .script_args import switch_method, threshold_from, threshold_mode_from
 
 ACCORDION_LABEL = "A-STAR (segregation & retention)"
 
@@ -21,18 +22,25 @@ TIPS = {
     "enabled": "Keep the concepts below apart (segregation) and stop them from fading (retention) while sampling.",
     "concepts": "Words or phrases from the prompt, comma-separated (e.g. 'cat, dog' or 'red car, traffic light'). "
                 "Click a chip below to add or remove a word.",
-    "seg_weight": "Weight of the segregation loss: how strongly overlapping attention of different concepts "
-                  "is pushed apart. 0 turns it off.",
-    "ret_weight": "Weight of the retention loss: how strongly each concept keeps the region it attended to at the "
-                  "previous step. 0 turns it off.",
+    "method": "A-STAR: keep the concepts' attention apart and on their regions (every step). Attend-and-Excite: "
+              "raise the attention peak of the most neglected concept (first half of the steps, iterative "
+              "refinement at 3 steps). Both: the two losses summed, with A-STAR's schedule. Switching sets the "
+              "method's default for Iterative refinement unless you changed it.",
+    "seg_weight": "Weight of the segregation loss (A-STAR and Both): how strongly overlapping attention of "
+                  "different concepts is pushed apart. 0 turns it off.",
+    "ret_weight": "Weight of the retention loss (A-STAR and Both): how strongly each concept keeps the region it "
+                  "attended to at the previous step. 0 turns it off.",
     "step_size": "Scale of the latent update (alpha = step size x sqrt(1 -> 0.5) over the steps). "
                  "Higher is stronger; too high gives artefacts.",
-    "last_step": "Last sampling step that is refined (0 = every step). Refining only the first steps is faster "
-                 "but concepts can fade again later.",
+    "last_step": "Last sampling step that is refined. 0 = the method's default: every step for A-STAR and Both, "
+                 "the first half for Attend-and-Excite. Refining only the first steps is faster but concepts can "
+                 "fade again later.",
     "threshold_mode": "How the retention mask is made from the previous step's map: a fraction of its maximum, "
                       "or Otsu's automatic threshold.",
     "threshold": "Retention mask = attention >= this fraction of the map's maximum (fraction mode only).",
-    "iterative": "At steps 1, 11 and 21 repeat the update until the loss is below 0.2 (at most 20 times). Slower.",
+    "iterative": "Repeat the update at a few steps until the loss reaches a target (at most 20 times). A-STAR, Both: "
+                 "steps 1, 11, 21, loss 0.2. Attend-and-Excite (on by default): steps 0, 10, 20 of 50 (scaled to "
+                 "your step count) until every concept's attention peaks at 0.05, 0.5, 0.8. Slower.",
     "show_maps": "Add a grid to the gallery with each concept's attention map before and after refinement "
                  "at a few steps.",
     "hires": "Also refine the hires-fix second pass (off by default: the first pass already fixes the layout).",
@@ -66,6 +74,10 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         concepts = gr.Textbox(label="Concepts", placeholder="cat, dog", lines=1, elem_id=f"segret_{tab}_concepts",
                               info=TIPS["concepts"])
         gr.HTML(tooltip_holder(tab), elem_id=f"segret_{tab}_chips", elem_classes=["segret-chips"])
+        method = gr.Radio(list(METHOD_LABELS.values()), value=METHOD_LABELS[d.method], label="Method",
+                          elem_id=f"segret_{tab}_method")
+        # the method the controls' defaults were last set for (hidden; paste sets it with the method)
+        previous_method = gr.Textbox(METHOD_LABELS[d.method], visible=False, elem_id=f"segret_{tab}_previous_method")
         with gr.Row():
             seg_weight = gr.Slider(0.0, 5.0, d.seg_weight, step=0.05, label="Segregation weight",
                                    elem_id=f"segret_{tab}_seg_weight")
@@ -74,7 +86,7 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         with gr.Row():
             step_size = gr.Slider(0.0, 100.0, d.step_size, step=0.5, label="Step size",
                                   elem_id=f"segret_{tab}_step_size")
-            last_step = gr.Slider(0, 150, d.last_step, step=1, label="Last refined step (0 = all)",
+            last_step = gr.Slider(0, 150, d.last_step, step=1, label="Last refined step (0 = method default)",
                                   elem_id=f"segret_{tab}_last_step")
         with gr.Row():
             threshold_mode = gr.Radio(["fraction", "otsu"], value=d.threshold_mode, label="Retention mask",
@@ -87,11 +99,14 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
             hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
                                 visible=not is_img2img)
             low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
+    # user input only (not paste, which sets every control from the infotext): the method's defaults
+    method.input(on_method_input, inputs=[method, previous_method, iterative], outputs=[iterative, previous_method],
+                 show_progress=False)
     components = {
         "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
         "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,
         "threshold": threshold, "iterative": iterative, "show_maps": show_maps, "hires": hires,
-        "low_vram": low_vram,
+        "low_vram": low_vram, "method": method,
     }
     key = f"{INFOTEXT_PREFIX} "
     infotext_fields = [
@@ -103,9 +118,45 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         (last_step, key + "last step"),
         (threshold_mode, lambda d: threshold_mode_from(d.get(key + "threshold"))),
         (threshold, lambda d: threshold_from(d.get(key + "threshold"))),
-        (iterative, lambda d: True if key + "iterative" in d else None),
+        (iterative, lambda d: iterative_from(d)),
         (hires, lambda d: True if key + "hires" in d else None),
+        (method, lambda d: method_label_from(d)),
+        (previous_method, lambda d: method_label_from(d)),
     ]
     paste_field_names = [key + n for n in ("concepts", "seg weight", "ret weight", "step size", "last step",
-                                           "threshold")]
+                                           "threshold", "method")]
     return UiParts([components[name] for name in UI_FIELDS], infotext_fields, paste_field_names)
+
+
+def on_method_input(method: str, previous: str, iterative: bool):
+    """The Method radio changed by the user: the method-dependent controls still at the previous method's
+    default take the new method's (script_args.switch_method); returns (iterative update, new previous)."""
+    try:
+        values = switch_method({"iterative": iterative}, previous or "astar", method)
+    except ValueError:  # an unknown label cannot come from the radio; leave everything as it is
+        return gr.update(), previous
+    return gr.update(value=values["iterative"]), method
+
+
+def method_label_from(info) -> str | None:
+    """Infotext -> the Method radio's value: the written method, A-STAR for an infotext without one."""
+    key = f"{INFOTEXT_PREFIX} "
+    if key + "method" in info:
+        try:
+            return METHOD_LABELS[canonical_method(info[key + "method"])]
+        except ValueError:
+            return None
+    return METHOD_LABELS["astar"] if key + "concepts" in info else None
+
+
+def iterative_from(info) -> bool | None:
+    """Infotext -> the Iterative refinement checkbox: 'off', the settings (on), or absent (the method's default)."""
+    key = f"{INFOTEXT_PREFIX} "
+    raw = info.get(key + "iterative")
+    if raw is not None:
+        return str(raw).strip().lower() != "off"
+    if key + "concepts" not in info:
+        return None
+    label = method_label_from(info)
+    method = canonical_method(label) if label else "astar"
+    return METHOD_DEFAULTS[method]["iterative"]

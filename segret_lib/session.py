@@ -19,7 +19,7 @@ from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
 from .params import SegretParams
 from .refine import NoAttentionGradient, Refiner, StepResult
-from .schedule import StepTracker, is_refined_step, latent_scale, snapshot_steps
+from .schedule import StepTracker, is_refined_step, last_refined_step, latent_scale, snapshot_steps
 from .tokens import ConceptTokens
 
 log = logging.getLogger("segret")
@@ -90,6 +90,7 @@ class SegretSession:
         self.disabled_reason: str | None = None
         self._layers: int | None = None
         self._snap_steps: set[int] = set()
+        self._last_step = 0  # this pass's last refined step (1-based; 0 = all), resolved for the method
 
     # ------------------------------------------------------------------ lifecycle
     def warn(self, message: str) -> None:
@@ -124,7 +125,8 @@ class SegretSession:
         self.current.total_steps = max(int(total_steps), 1)
         if self.tracker is not None and self.tracker.pattern == "dpm_fast":  # total_steps is its evaluation budget
             self.current.total_steps = self.tracker.set_evaluations(self.current.total_steps)
-        self._snap_steps = (set(snapshot_steps(self.current.total_steps, self.params.last_step))
+        self._last_step = last_refined_step(self.params, self.current.total_steps)
+        self._snap_steps = (set(snapshot_steps(self.current.total_steps, self._last_step))
                             if self.record_snapshots else set())
 
     def end_pass(self) -> None:
@@ -154,7 +156,7 @@ class SegretSession:
         if self.tracker is None:
             return None
         step = self.tracker.on_eval()
-        if step is None or not self.active or not is_refined_step(step, self.params.last_step):
+        if step is None or not self.active or not is_refined_step(step, self._last_step):
             return None
         try:
             return self._refine_step(x, sigma, step, run_unet)
@@ -278,7 +280,8 @@ class SegretSession:
     # ------------------------------------------------------------------ reporting
     def summary(self) -> str:
         """Short infotext summary per pass: refined steps, the segregation loss at the first and the last
-        refined step, and the retention loss at the last one, each as a mean over the refined images."""
+        refined step, and the retention loss at the last one (A-STAR), the Attend-and-Excite loss at the first
+        and the last refined step (A&E), each as a mean over the refined images."""
         parts = []
         for info in self.passes:
             if not info.results:
@@ -290,6 +293,8 @@ class SegretSession:
                 text += f", L_seg {_per_image(first, 'seg'):.3f}->{_per_image(last, 'seg'):.3f}"
             if "ret" in last.parts:
                 text += f", L_ret {_per_image(last, 'ret'):.3f}"
+            if "aae" in first.parts and "aae" in last.parts:
+                text += f", L_A&E {_per_image(first, 'aae'):.3f}->{_per_image(last, 'aae'):.3f}"
             parts.append(text)
         return "; ".join(parts)
 

@@ -138,7 +138,8 @@ class SegretScript(scripts.Script):
         if not plan.found_any:
             gen.warn("none of the concepts is in the prompt; nothing to refine")
             return
-        if len(gen.params.concepts) > 1 and all(len(c) < 2 for c in concepts if c) and gen.params.ret_weight == 0:
+        if (gen.params.method == "astar" and len(gen.params.concepts) > 1 and all(len(c) < 2 for c in concepts if c)
+                and gen.params.ret_weight == 0):
             gen.warn("segregation needs two concepts in the prompt")
         if gen.session is None:
             unet = p.sd_model.model.diffusion_model

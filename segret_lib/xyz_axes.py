@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .params import METHOD_LABELS
 from .script_args import OVERRIDES_ATTR
 
 XYZ_AXES = (
@@ -12,7 +13,10 @@ XYZ_AXES = (
     ("[A-STAR] Retention weight", "ret_weight", float),
     ("[A-STAR] Step size", "step_size", float),
     ("[A-STAR] Last refined step", "last_step", int),
+    ("[A-STAR] Method", "method", str),
 )
+# axes with a fixed set of values get a dropdown in the X/Y/Z plot
+XYZ_CHOICES = {"method": lambda: list(METHOD_LABELS.values())}
 XYZ_MODULES = ("xyz_grid.py", "scripts.xyz_grid")
 
 
@@ -39,5 +43,6 @@ def add_xyz_axes(scripts_data: Iterable[Any]) -> bool:
     known = {getattr(o, "label", None) for o in xyz.axis_options}
     for label, field, kind in XYZ_AXES:
         if label not in known:
-            xyz.axis_options.append(xyz.AxisOption(label, kind, _xyz_apply(field)))
+            extra = {"choices": XYZ_CHOICES[field]} if field in XYZ_CHOICES else {}
+            xyz.axis_options.append(xyz.AxisOption(label, kind, _xyz_apply(field), **extra))
     return True

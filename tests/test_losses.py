@@ -1,7 +1,19 @@
+import math
+
 import pytest
 import torch
 
-from segret_lib.losses import binarize, otsu_threshold, retention_loss, segregation_loss, total_loss
+from segret_lib.attention_maps import concept_maps
+from segret_lib.losses import (
+    binarize,
+    excite_loss,
+    method_loss,
+    otsu_threshold,
+    retention_loss,
+    segregation_loss,
+    total_loss,
+)
+from segret_lib.tokens import ConceptTokens
 
 
 def blob(h, w, y0, y1, x0, x1, value=1.0):
@@ -74,3 +86,58 @@ def test_total_loss_weights_and_first_step():
     assert both.item() == pytest.approx(segregation_loss(a).item() + 3.0 * retention_loss(a, masks).item())
     zero, parts = total_loss(a, masks, 0.0, 0.0)
     assert parts == {} and zero.item() == 0.0
+
+
+# ------------------------------------------------------------------------------------------------- Attend-and-Excite
+def test_excite_loss_is_the_most_neglected_concepts_shortfall():
+    a = blob(4, 4, 0, 2, 0, 2, value=0.9)  # peaks at 0.9
+    b = blob(4, 4, 1, 3, 1, 3, value=0.3)  # peaks at 0.3: the most neglected
+    assert excite_loss(torch.stack([a, b])).item() == pytest.approx(0.7)
+    assert excite_loss(torch.stack([b, a])).item() == pytest.approx(0.7)  # order does not matter
+    assert excite_loss(a[None]).item() == pytest.approx(0.1)
+    assert excite_loss(torch.ones(2, 4, 4)).item() == 0.0
+    assert excite_loss(torch.zeros(0, 4, 4)).item() == 0.0
+
+
+def test_excite_loss_gradient_reaches_only_the_neglected_concepts_peak():
+    maps = torch.stack([blob(4, 4, 0, 1, 0, 1, value=0.9), blob(4, 4, 2, 3, 3, 4, value=0.3)]).requires_grad_(True)
+    excite_loss(maps).backward()
+    expected = torch.zeros(2, 4, 4)
+    expected[1, 2, 3] = -1.0  # d(1 - max A^1)/dA^1 at its argmax
+    assert torch.equal(maps.grad, expected)
+
+
+def test_excite_loss_through_the_attention_preprocessing():
+    """Hand-made attention: the start token is dropped, the 2 real tokens x100 soft-maxed, maps smoothed 3x3
+    sigma 0.5 (reflect); A&E's loss is 1 - the lower of the two smoothed maxima."""
+    h = w = 4
+    probs = torch.zeros(h * w, 77)
+    probs[:, 0] = 0.9  # start token: dropped
+    probs[:, 1:3] = 0.05  # both tokens equal: 0.5 / 0.5 after the softmax
+    probs[:, 3:] = 0.001  # end and padding: dropped
+    probs[1 * w + 1, 1:3] = torch.tensor([0.06, 0.04])  # 'cat' wins pixel (1, 1): softmax(6, 4)
+    maps = concept_maps(probs, (h, w), 2, [ConceptTokens("cat", (1,)), ConceptTokens("dog", (2,))])
+    hot = 1 / (1 + math.exp(-2.0))  # softmax([6, 4])[0]
+    g = [math.exp(-(dx * dx + dy * dy) / (2 * 0.5**2)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+    centre = 1.0 / sum(g)
+    cat_peak = centre * hot + (1 - centre) * 0.5
+    dog_peak = 0.5  # far from (1, 1), e.g. at (3, 3), the dog map is 0.5 everywhere around
+    assert maps[0].max().item() == pytest.approx(cat_peak, rel=1e-5)
+    assert maps[1].max().item() == pytest.approx(dog_peak, rel=1e-5)
+    assert excite_loss(maps).item() == pytest.approx(1 - min(cat_peak, dog_peak), rel=1e-5)
+    probs[1 * w + 1, 1:3] = torch.tensor([0.04, 0.06])  # now 'dog' wins the pixel: 'cat' is the neglected one
+    maps = concept_maps(probs, (h, w), 2, [ConceptTokens("cat", (1,)), ConceptTokens("dog", (2,))])
+    assert excite_loss(maps).item() == pytest.approx(1 - 0.5, rel=1e-5)
+    assert maps[1].max().item() == pytest.approx(cat_peak, rel=1e-5)
+
+
+def test_method_loss_combines_the_terms():
+    a = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    masks = binarize(a, "fraction", 0.5)
+    astar, parts = method_loss("astar", a, masks, 1.0, 2.0)
+    assert set(parts) == {"seg", "ret"} and astar.item() == pytest.approx(total_loss(a, masks, 1.0, 2.0)[0].item())
+    aae, parts = method_loss("aae", a, masks, 1.0, 2.0)
+    assert set(parts) == {"aae"} and aae.item() == pytest.approx(excite_loss(a).item())
+    both, parts = method_loss("both", a, masks, 1.0, 2.0)
+    assert set(parts) == {"seg", "ret", "aae"}
+    assert both.item() == pytest.approx(astar.item() + aae.item())

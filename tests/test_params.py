@@ -1,6 +1,16 @@
 import pytest
 
-from segret_lib.params import MAX_CONCEPTS, ParamError, SegretParams, split_concepts
+from segret_lib.params import (
+    AAE_TARGETS,
+    AAE_THRESHOLDS,
+    MAX_CONCEPTS,
+    METHOD_LABELS,
+    UI_FIELDS,
+    ParamError,
+    SegretParams,
+    split_concepts,
+)
+from segret_lib.script_args import params_from_args, switch_method
 
 
 def test_defaults_follow_method():
@@ -74,3 +84,110 @@ def test_infotext_round_trip(p):
 
 def test_from_infotext_without_keys_is_disabled():
     assert SegretParams.from_infotext({"Steps": "20"}).enabled is False
+
+
+# ------------------------------------------------------------------------------------------------- method
+def test_method_names_and_defaults():
+    for name in ("aae", "Attend-and-Excite", "attend_and_excite", "A&E"):
+        p = SegretParams.create(enabled=True, concepts="cat", method=name)
+        assert p.method == "aae"
+        assert (p.iterative, p.iterative_steps, p.iterative_target, p.iterative_max) == (True, (), AAE_TARGETS, 20)
+        assert tuple(round(1 - t, 6) for t in AAE_THRESHOLDS) == AAE_TARGETS
+    assert SegretParams.create(method="A-STAR").method == "astar"
+    both = SegretParams.create(enabled=True, concepts="cat, dog", method="Both")
+    assert (both.method, both.iterative, both.iterative_steps, both.iterative_target) == ("both", False, (0, 10, 20),
+                                                                                          (0.2,))
+    # explicit values win over the method's defaults
+    p = SegretParams.create(method="aae", iterative=False, iterative_target="0.9, 0.4", iterative_steps="2")
+    assert (p.iterative, p.iterative_target, p.iterative_steps) == (False, (0.9, 0.4), (2,))
+    assert SegretParams().method == "astar" and SegretParams().iterative_target == (0.2,)
+    assert SegretParams(iterative_target=0.3).iterative_target == (0.3,)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [({"method": "excite"}, "method must be one of"),
+     ({"iterative_target": "0.5, x"}, "iterative_target"),
+     ({"iterative_target": ""}, "at least one"),
+     ({"iterative_target": "0.2, -1"}, "iterative_target")],
+)
+def test_bad_method_values(changes, needle):
+    with pytest.raises(ParamError, match=needle):
+        SegretParams.create(**changes)
+
+
+def test_aae_needs_no_a_star_weight():
+    assert SegretParams.create(enabled=True, concepts="cat", method="aae", seg_weight=0, ret_weight=0).enabled
+    with pytest.raises(ParamError, match="both loss weights"):
+        SegretParams.create(enabled=True, concepts="cat", method="astar", seg_weight=0, ret_weight=0)
+
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        SegretParams.create(enabled=True, concepts="cat, dog", method="aae"),
+        SegretParams.create(enabled=True, concepts="cat, dog", method="aae", iterative=False, last_step=10),
+        SegretParams.create(enabled=True, concepts="cat, dog", method="aae", iterative_steps="1, 4",
+                            iterative_target="0.9 0.3", iterative_max=5),
+        SegretParams.create(enabled=True, concepts="cat, dog", method="both", iterative=True),
+        SegretParams.create(enabled=True, concepts="cat, dog", method="both"),
+    ],
+)
+def test_method_infotext_round_trip(p):
+    info = p.to_infotext()
+    assert info["A-STAR method"] == METHOD_LABELS[p.method]
+    back = SegretParams.from_infotext(info)
+    assert back == p
+
+
+def test_a_star_infotext_is_unchanged_by_the_method_setting():
+    info = SegretParams.create(enabled=True, concepts="cat, dog").to_infotext()
+    assert "A-STAR method" not in info and "A-STAR iterative" not in info
+    old = {"A-STAR concepts": "cat, dog", "A-STAR iterative": "steps 0 10 20; target 0.2; max 20"}
+    back = SegretParams.from_infotext(old)
+    assert back.method == "astar" and back.iterative_steps == (0, 10, 20) and back.iterative_target == (0.2,)
+    aae_off = SegretParams.create(enabled=True, concepts="cat", method="aae", iterative=False).to_infotext()
+    assert aae_off["A-STAR iterative"] == "off"
+    assert SegretParams.create(enabled=True, concepts="c", method="aae").to_infotext()["A-STAR iterative"] == (
+        "steps auto; target 0.95 0.5 0.2; max 20")
+
+
+# ------------------------------------------------------------------------------------------------- script args
+OLD_UI_VALUES = [True, "cat, dog", 1.0, 1.0, 20.0, 0, "fraction", 0.5, False, False, False, False]
+
+
+def test_old_positional_lists_keep_their_meaning():
+    assert UI_FIELDS[:12] == ("enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step",
+                              "threshold_mode", "threshold", "iterative", "show_maps", "hires", "low_vram")
+    assert UI_FIELDS[-1] == "method"
+    p = params_from_args(OLD_UI_VALUES)
+    assert p.method == "astar" and p.iterative is False
+    p = params_from_args([*OLD_UI_VALUES, "Attend-and-Excite"])  # every UI value is explicit, iterative included
+    assert p.method == "aae" and p.iterative is False and p.iterative_target == AAE_TARGETS
+
+
+def test_api_dict_takes_only_the_keys_given_as_explicit():
+    p = params_from_args([{"concepts": "cat, dog", "method": "Attend-and-Excite"}])
+    assert p.method == "aae" and p.iterative is True and p.last_step == 0
+    p = params_from_args([{"concepts": "cat, dog", "method": "aae", "iterative": False, "last_step": 30}])
+    assert p.iterative is False and p.last_step == 30
+    # an X/Y/Z override of the method: the dict's own keys still win, the others follow the new method
+    p = params_from_args([{"concepts": "cat, dog"}], {"method": "aae"})
+    assert p.method == "aae" and p.iterative is True
+    p = params_from_args([{"concepts": "cat, dog", "iterative": False}], {"method": "aae"})
+    assert p.iterative is False
+
+
+def test_switching_the_method_keeps_values_the_user_changed():
+    # UI values at A-STAR's default (iterative off): switching to A&E turns it on, and back off
+    p = params_from_args(OLD_UI_VALUES, {"method": "Attend-and-Excite"})
+    assert p.method == "aae" and p.iterative is True
+    assert switch_method({"iterative": True}, "aae", "astar")["iterative"] is False
+    # a value that differs from the previous method's default was set by the user: it stays
+    assert switch_method({"iterative": True}, "astar", "both")["iterative"] is True
+    assert switch_method({"iterative": False}, "aae", "both")["iterative"] is False
+    assert switch_method({"iterative": False}, "aae", "aae")["iterative"] is False
+    p = params_from_args([*OLD_UI_VALUES[:8], True, *OLD_UI_VALUES[9:]], {"method": "both"})
+    assert p.method == "both" and p.iterative is True
+    with pytest.raises(ParamError, match="method"):
+        params_from_args(OLD_UI_VALUES, {"method": "nope"})

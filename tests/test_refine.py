@@ -1,12 +1,21 @@
 import itertools
+import math
 
 import pytest
 import torch
 
-from segret_lib.losses import segregation_loss
+from segret_lib.losses import excite_loss, segregation_loss
 from segret_lib.params import SegretParams
 from segret_lib.refine import Refiner
-from segret_lib.schedule import latent_scale, sigma_from_timestep, step_size
+from segret_lib.schedule import (
+    is_refined_step,
+    iterative_schedule,
+    last_refined_step,
+    latent_scale,
+    scale_step,
+    sigma_from_timestep,
+    step_size,
+)
 from segret_lib.session import PassInfo
 from tests.helpers import make_rig
 
@@ -149,3 +158,112 @@ def test_layout_masks_replace_the_previous_step_mask(rig):
     session.close()
     assert res.updates == 1 and set(res.parts) == {"ret"}  # retention from the first step: the mask is given
     assert all(b < a for a, b in itertools.pairwise(losses)), losses
+
+
+# ------------------------------------------------------------------------------------------------- Attend-and-Excite
+def test_aae_step_indices_scale_from_50_steps():
+    assert [scale_step(i, 50) for i in (0, 10, 20, 25)] == [0, 10, 20, 25]
+    assert [scale_step(i, 25) for i in (0, 10, 20, 25)] == [0, 5, 10, 13]  # 12.5 -> 13: halves round up
+    assert [scale_step(i, 20) for i in (0, 10, 20, 25)] == [0, 4, 8, 10]
+    assert [scale_step(i, 30) for i in (0, 10, 20, 25)] == [0, 6, 12, 15]
+
+
+def test_aae_updates_the_first_half_of_the_steps():
+    aae = SegretParams.create(enabled=True, concepts="a, b", method="aae")
+    assert [last_refined_step(aae, t) for t in (50, 30, 25, 20, 1)] == [25, 15, 13, 10, 1]
+    assert last_refined_step(aae.replace(last_step=40), 50) == 40  # an explicit value is taken as it is
+    astar = SegretParams.create(enabled=True, concepts="a, b")
+    assert last_refined_step(astar, 50) == 0 and last_refined_step(astar.replace(method="both"), 50) == 0
+    assert [s for s in range(50) if is_refined_step(s, last_refined_step(aae, 50))] == list(range(25))
+
+
+def test_aae_iterative_thresholds():
+    aae = SegretParams.create(enabled=True, concepts="a, b", method="Attend-and-Excite")
+    assert aae.iterative and aae.iterative_steps == () and aae.iterative_max == 20
+    assert iterative_schedule(aae, 50) == {0: 0.95, 10: 0.5, 20: 0.2}  # concept maxima 0.05, 0.5, 0.8
+    assert iterative_schedule(aae, 20) == {0: 0.95, 4: 0.5, 8: 0.2}
+    assert iterative_schedule(aae, 2) == {0: 0.95, 1: 0.2}  # steps 0 and 10 both land on 0: the first is kept
+    assert iterative_schedule(aae.replace(iterative=False), 50) == {}
+    assert iterative_schedule(aae.replace(iterative_steps=(3, 7)), 50) == {3: 0.95, 7: 0.5}  # explicit: absolute
+    astar = SegretParams.create(enabled=True, concepts="a, b", iterative=True)
+    assert iterative_schedule(astar, 20) == {0: 0.2, 10: 0.2, 20: 0.2}  # A-STAR's: as before, not scaled
+
+
+def peak_maps(offsets):
+    """forward_maps for fake 'attention': image i's concept c map is sigmoid(offsets[i][c] + z[i, c, 0, 0])
+    everywhere, so its maximum rises with that latent value and A&E's loss is 1 - the lower sigmoid."""
+    weight = torch.ones(1, requires_grad=True)
+
+    def forward(xm):
+        out = []
+        for i, off in enumerate(offsets):
+            peaks = torch.sigmoid(torch.tensor(off) + xm[i, :2, 0, 0] * weight)
+            out.append(peaks[:, None, None].expand(2, 4, 4))
+        return out
+
+    return forward
+
+
+def test_aae_iterative_step_repeats_until_every_concept_reaches_the_threshold():
+    params = SegretParams.create(enabled=True, concepts="a, b", method="aae", step_size=200.0)
+    scale = torch.ones(1, 1, 1, 1)
+    x = torch.zeros(1, 4, 8, 8)
+    # step 0 of 50, threshold 0.05: concept b peaks at sigmoid(-6) = 0.0025
+    new_x, res = Refiner(params, 1).refine(x, scale, 0, 50, peak_maps([(3.0, -6.0)]))
+    assert res.loss == pytest.approx(1 - 1 / (1 + math.exp(6)))
+    assert 1 < res.updates < 20 and res.final_loss <= 0.95
+    # it stopped at the first update that reached the target: one update fewer is still above it
+    _, fewer = Refiner(params.replace(iterative_steps=(0,), iterative_max=res.updates - 1), 1).refine(
+        x, scale, 0, 50, peak_maps([(3.0, -6.0)]))
+    assert fewer.updates == res.updates - 1
+    with torch.no_grad():
+        assert excite_loss(peak_maps([(3.0, -6.0)])(new_x)[0]).item() <= 0.95
+    # only concept b's latent moved (the gradient of the max over concepts)
+    assert new_x[0, 1, 0, 0] > 0 and new_x[0, 0, 0, 0] == 0
+    # step 20, threshold 0.8, a small step: capped at 20 updates
+    _, capped = Refiner(params.replace(step_size=0.001), 1).refine(x, scale, 20, 50, peak_maps([(3.0, -6.0)]))
+    assert capped.updates == 20 and capped.final_loss > 0.2
+    # a step that is not iterative: one update
+    _, single = Refiner(params, 1).refine(x, scale, 5, 50, peak_maps([(3.0, -6.0)]))
+    assert single.updates == 1
+
+
+def test_iterative_images_stop_on_their_own():
+    """An image already at the target gets the step's one update only, whatever the others in its batch need."""
+    params = SegretParams.create(enabled=True, concepts="a, b", method="aae", step_size=200.0)
+    scale = torch.ones(1, 1, 1, 1)
+    x = torch.zeros(2, 4, 8, 8)
+    together, res = Refiner(params, 2).refine(x, scale, 0, 50, peak_maps([(3.0, 3.0), (3.0, -6.0)]))
+    alone_done, one = Refiner(params, 1).refine(x[:1], scale, 0, 50, peak_maps([(3.0, 3.0)]))
+    alone_needy, many = Refiner(params, 1).refine(x[1:], scale, 0, 50, peak_maps([(3.0, -6.0)]))
+    assert one.updates == 1 and many.updates > 1 and res.updates == many.updates
+    torch.testing.assert_close(together[:1], alone_done)
+    torch.testing.assert_close(together[1:], alone_needy)
+
+
+def test_aae_refines_the_first_half_through_the_sampler(rig):
+    session = rig.session([PROMPT], method="aae", iterative=False)
+    rig.sample([PROMPT], steps=6, session=session)
+    results = session.passes[0].results
+    assert [r.step for r in results] == [0, 1, 2] and all(r.updates == 1 for r in results)
+    assert all(set(r.parts) == {"aae"} for r in results)
+    assert session.summary().startswith("first pass: 3/6 steps, L_A&E ")
+    assert session.refiner.prev_masks == [None]  # no retention masks are kept for A&E
+
+
+def test_aae_update_is_alpha_times_scale_times_grad_z(rig):
+    session = rig.session([PROMPT], method="aae", iterative=False)
+    sigma = rig.denoiser.get_sigmas(30)[5]
+    forward_maps = forward_maps_for(rig, session, sigma)
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    x = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(1)) * s
+    z = (x / s).requires_grad_(True)
+    with torch.enable_grad():
+        loss = excite_loss(forward_maps(z * s)[0])
+        (grad_z,) = torch.autograd.grad(loss, z)
+    new_x, result = session.refiner.refine(x, s, 3, 30, forward_maps)
+    session.close()
+    expected = -step_size(20.0, 3, 30) * s * grad_z
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(new_x - x, expected, rtol=1e-3, atol=2e-6 * float(x.abs().max()))
+    assert result.updates == 1 and result.loss == pytest.approx(loss.item(), rel=1e-5)

@@ -503,3 +503,143 @@ def test_half_precision_unet(device, dtype, low_vram):
     assert torch.isfinite(latents(res)).all()
     assert (latents(res) - latents(plain)).abs().max() > 1e-3
     assert_clean(h, p)
+
+
+# ------------------------------------------------------------------------------------------------- Attend-and-Excite
+AAE = {**ON, "method": "Attend-and-Excite"}
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DDIM", "Heun"])
+def test_aae_refines_the_first_half_of_a_batch_with_each_sampler(host, sampler):
+    plain = without_extension(host, steps=6, sampler_name=sampler, batch_size=2)
+    # the UI's values: switching the radio to A&E also ticks Iterative refinement (its default)
+    p, res = host.txt2img(script_args=host.args(**AAE, iterative=True, step_size=60.0), steps=6,
+                          sampler_name=sampler, batch_size=2)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR method"] == "Attend-and-Excite"
+    assert info["A-STAR iterative"] == "steps auto; target 0.95 0.5 0.2; max 20"
+    assert info["A-STAR result"].startswith("first pass: 3/6 steps, L_A&E "), info  # steps 1-3 of 6
+    assert "A-STAR warnings" not in info
+    assert torch.isfinite(latents(res)).all()
+    assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(host, p)
+
+
+def test_aae_disabled_is_bit_identical(host):
+    plain = without_extension(host, steps=3, batch_size=2)
+    p, res = host.txt2img(script_args=host.args(**{**AAE, "enabled": False}), steps=3, batch_size=2)
+    assert torch.equal(latents(plain), latents(res)) and "A-STAR" not in res.infotexts[0]
+    assert_clean(host, p)
+
+
+def test_aae_single_concept_and_bad_method(host):
+    _, res = host.txt2img(script_args=host.args(enabled=True, concepts="dog", method="Attend-and-Excite"), steps=4)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith("first pass: 2/4 steps")  # A&E needs no second concept, no mask
+    plain = without_extension(host, steps=3)
+    p, res = host.txt2img(script_args=host.args(**{**ON, "method": "excite"}), steps=3)
+    assert torch.equal(latents(res), latents(plain))
+    assert "A-STAR warnings: " in res.infotexts[0] and "method must be one of" in res.infotexts[0]
+    assert_clean(host, p)
+
+
+def test_aae_low_vram_and_out_of_memory_fallback(host):
+    _, normal = host.txt2img(script_args=host.args(**AAE, step_size=60.0), steps=4, batch_size=2)
+    p, low = host.txt2img(script_args=host.args(**AAE, step_size=60.0, low_vram=True), steps=4, batch_size=2)
+    torch.testing.assert_close(latents(low), latents(normal), rtol=1e-4, atol=1e-5)
+    assert_clean(host, p)
+
+    def oom(mod, args):
+        if torch.is_grad_enabled():
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    handle = host.model.model.diffusion_model.input_blocks[0].register_forward_pre_hook(oom)
+    try:
+        p, res = host.txt2img(script_args=host.args(**AAE), steps=3)
+    finally:
+        handle.remove()
+    assert "out of memory during refinement" in res.infotexts[0]
+    assert_clean(host, p)
+
+
+def test_aae_api_dict_and_positional_list(host):
+    by_dict = api.init_script_args({"A-STAR": {"args": [{"concepts": "cat, dog", "method": "Attend-and-Excite",
+                                                         "step_size": 30}]}}, host.runner)
+    # the positional list: the 12 old values, the method appended at the end; every value is explicit
+    by_list = api.init_script_args({"A-STAR": {"args": [True, "cat, dog", 1.0, 1.0, 30.0, 0, "fraction", 0.5, True,
+                                                        False, False, False, "aae"]}}, host.runner)
+    _, res_dict = host.txt2img(script_args=by_dict, steps=4)
+    _, res_list = host.txt2img(script_args=by_list, steps=4)
+    assert torch.equal(latents(res_dict), latents(res_list))
+    info = infotext_utils.parse_generation_parameters(res_dict.infotexts[0])
+    assert info["A-STAR method"] == "Attend-and-Excite" and info["A-STAR result"].startswith("first pass: 2/4")
+    old = api.init_script_args({"A-STAR": {"args": [True, "cat, dog", 1.0, 1.0, 30.0]}}, host.runner)
+    _, res_old = host.txt2img(script_args=old, steps=4)
+    assert "A-STAR method" not in res_old.infotexts[0] and "first pass: 4/4" in res_old.infotexts[0]
+
+
+def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
+    controls = dict(zip(UI_FIELDS, host.script.controls, strict=True))
+    radio = controls["method"]
+    assert radio.choices in (["A-STAR", "Attend-and-Excite", "Both"],
+                             [(c, c) for c in ("A-STAR", "Attend-and-Excite", "Both")])
+    assert radio.value == "A-STAR" and radio.elem_id == "segret_txt2img_method"
+    deps = [(d, fn) for d, fn in zip(host.runner.blocks.dependencies, host.runner.blocks.fns, strict=True)
+            if radio._id in d["targets"] and d["trigger"] == "input"]
+    assert len(deps) == 1  # user input only: paste does not fire it
+    dep, fn = deps[0]
+    assert dep["outputs"][0] == controls["iterative"]._id
+    update, previous = fn.fn("Attend-and-Excite", "A-STAR", False)
+    assert update["value"] is True and previous == "Attend-and-Excite"
+    update, previous = fn.fn("Both", "Attend-and-Excite", True)
+    assert update["value"] is False and previous == "Both"
+    assert fn.fn("Both", "A-STAR", True)[0]["value"] is True  # ticked by the user under A-STAR: kept
+    # paste
+    values = {**AAE, "iterative": False, "last_step": 2}
+    _, res = host.txt2img(script_args=host.args(**values), steps=3)
+    params = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert params["A-STAR iterative"] == "off"
+    pasted = {id(c): v for c, v in infotext_utils.apply_infotext(params, host.runner.infotext_fields)}
+    assert pasted[id(radio)] == "Attend-and-Excite" and pasted[id(controls["iterative"])] is False
+    _, res = host.txt2img(script_args=host.args(**ON), steps=3)
+    params = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    pasted = {id(c): v for c, v in infotext_utils.apply_infotext(params, host.runner.infotext_fields)}
+    assert pasted[id(radio)] == "A-STAR" and pasted[id(controls["iterative"])] is False
+
+
+def test_xyz_method_axis_compares_methods_on_one_seed(host):
+    class AxisOption:
+        def __init__(self, label, type, apply, choices=None, **kwargs):
+            self.label, self.type, self.apply, self.choices = label, type, apply, choices
+
+    xyz_module = type("xyz", (), {"AxisOption": AxisOption, "axis_options": []})
+    xyz_class = type("Script", (scripts.Script,), {"__module__": "xyz_grid.py"})
+    assert xyz_axes.add_xyz_axes([scripts.ScriptClassData(xyz_class, "xyz_grid.py", "", xyz_module)])
+    axis = next(o for o in xyz_module.axis_options if o.label == "[A-STAR] Method")
+    assert axis.type is str and axis.choices() == ["A-STAR", "Attend-and-Excite", "Both"]
+    results = {}
+    for value in axis.choices():
+        p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat and a dog", sd_model=host.model,
+                                                        scripts=host.runner, script_args=host.args(**ON),
+                                                        steps=4, width=256, height=256, seed=7)
+        axis.apply(p, value, axis.choices())
+        results[value] = processing.run_generation(p)
+        assert_clean(host, p)
+    infos = {k: infotext_utils.parse_generation_parameters(r.infotexts[0]) for k, r in results.items()}
+    assert "A-STAR method" not in infos["A-STAR"] and infos["A-STAR"]["A-STAR result"].startswith("first pass: 4/4")
+    # the UI's iterative value (off) was A-STAR's default: the A&E cell takes A&E's (on)
+    assert infos["Attend-and-Excite"]["A-STAR iterative"] == "steps auto; target 0.95 0.5 0.2; max 20"
+    assert infos["Attend-and-Excite"]["A-STAR result"].startswith("first pass: 2/4 steps, L_A&E")
+    assert infos["Both"]["A-STAR method"] == "Both" and "L_A&E" in infos["Both"]["A-STAR result"]
+    assert len({latents(r).sum().item() for r in results.values()}) == 3
+
+
+def test_aae_sdxl_and_hires():
+    h = Host("sdxl")
+    p, res = h.txt2img(script_args=h.args(**AAE, iterative=True, step_size=60.0, hires=True), steps=4,
+                       enable_hr=True, hr_scale=1.5, hr_second_pass_steps=4, denoising_strength=0.5)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    # first half of each pass: 2 of 4 steps, and of the hires pass's 4 steps
+    assert "first pass: 2/4 steps" in info["A-STAR result"] and "hires pass: 2/4 steps" in info["A-STAR result"]
+    assert "A-STAR warnings" not in info and torch.isfinite(latents(res)).all()
+    assert_clean(h, p)
