@@ -8,6 +8,7 @@ SEGRET_WEBUI_WORK is where setup_webui.sh put the venv, the writable tree and th
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -21,6 +22,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = float(os.environ.get("SEGRET_WEBUI_START_TIMEOUT", "900"))
+
+
+def _pixels(png: bytes) -> bytes:
+    """The decoded pixels (the PNG also carries the infotext, which differs between requests)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        return im.mode.encode() + repr(im.size).encode() + im.tobytes()
 
 
 def _free_port() -> int:
@@ -97,7 +106,7 @@ class WebUI:
     def txt2img(self, **body) -> dict:
         res = self.post("/sdapi/v1/txt2img", body)
         res["info"] = json.loads(res["info"])
-        res["pixels"] = [base64.b64decode(i) for i in res["images"]]
+        res["pixels"] = [_pixels(base64.b64decode(i)) for i in res["images"]]
         return res
 
 
@@ -113,6 +122,7 @@ def webui():
         pytest.fail(f"SEGRET_WEBUI_DIR is set but {work} is not prepared: run tests/integration/setup_webui.sh")
     server = WebUI(work)
     try:
+        (work / "results.log").unlink(missing_ok=True)
         server.start()
         server.post("/sdapi/v1/options", {"live_previews_enable": False, "samples_save": False, "grid_save": False,
                                           "save_images_add_number": False, "CLIP_stop_at_last_layers": 1})
