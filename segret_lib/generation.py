@@ -14,7 +14,9 @@ class Generation:
 
     def __init__(self, params: SegretParams) -> None:
         self.params = params
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # the whole generation's (each printed once)
+        self.batch_warnings: list[str] = []  # the current batch's, for its images' infotext
+        self.batch_summary = ""  # the last finished batch's result, for its images' infotext
         self.session: SegretSession | None = None
         self.sampler_patches = InstancePatches()
         self.grids: list = []
@@ -23,11 +25,19 @@ class Generation:
         self.chunk_size = 0
         self.low_vram = params.low_vram
         self.out_of_memory = False  # an earlier batch ran out of memory even with every fallback
+        self.layout = "cond"  # batch layout of the refinement call; "cfg" once the cond-only call failed
 
     def warn(self, message: str) -> None:
+        if message not in self.batch_warnings:
+            self.batch_warnings.append(message)
         if message not in self.warnings:
             self.warnings.append(message)
             print(f"[A-STAR] {message}")
+
+    def begin_batch(self) -> None:
+        """A new batch (batch count > 1): its images' infotext describes it alone."""
+        self.batch_warnings = []
+        self.batch_summary = ""
 
     def end_pass(self) -> None:
         self.sampler_patches.restore()
@@ -39,12 +49,14 @@ class Generation:
         if self.session is not None:
             self.session.close()
             self.chunk_size, self.low_vram = self.session.chunk_size, self.session.low_vram
+            self.layout = self.session.layout
             self.out_of_memory = self.out_of_memory or self.session.out_of_memory
             for w in self.session.warnings:
                 self.warn(w)
             if self.params.show_maps:
                 self.grids.extend(session_grids(self.session))
             summary = self.session.summary()
+            self.batch_summary = summary
             if summary:
                 self.summaries.append(summary)
             self.session = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _MISSING = object()
@@ -43,3 +44,22 @@ class InstancePatches:
                 restored += 1
         self._patches.clear()
         return restored
+
+
+@contextmanager
+def parameters_frozen(*modules: Any) -> Iterator[None]:
+    """Parameters of `modules` that require grad stop requiring it inside the block; restored exactly after,
+    also on errors.
+
+    The refinement needs d(loss)/d(latent) only. Frozen parameters keep the autograd graph off the weights, and
+    extensions that swap weights in place on the first forward after a change (the WebUI's Lora extension:
+    `weight.copy_(backup)` outside no_grad) stay legal under grad mode.
+    """
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

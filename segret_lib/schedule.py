@@ -143,6 +143,11 @@ class StepTracker:
             self._steps_started = step + 1
         return step
 
+    @property
+    def steps_started(self) -> int:
+        """How many sampling steps have started so far."""
+        return self._steps_started
+
     def on_callback(self) -> None:
         """Call from the sampler's per-step callback (its step index is not used: DDIM counts down)."""
         self.callbacks += 1

@@ -18,6 +18,7 @@ from .attention_maps import capture_hw, concept_maps
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
 from .params import SegretParams
+from .patching import parameters_frozen
 from .refine import NoAttentionGradient, Refiner, StepResult
 from .schedule import StepTracker, is_refined_step, last_refined_step, latent_scale, snapshot_steps
 from .tokens import ConceptTokens
@@ -26,11 +27,19 @@ log = logging.getLogger("segret")
 
 # run_unet(x_model, sigma, rows[, parts]) runs the conditional model on images `rows` (the host knows their
 # conditioning); `parts`, passed only when a concept sits in a later AND sub-prompt, names the sub-prompt of each
-# row (x_model then holds one row per (image, sub-prompt) pair).
+# row (x_model then holds one row per (image, sub-prompt) pair). A host may also offer a runner with the CFG batch
+# layout: the same rows' conditional inputs followed by their unconditional ones, as the WebUI's CFG denoiser
+# batches them (the maps are read from the first rows).
 RunUnet = Callable[..., object]
 # An image's prompt keys: the real tokens' key positions (an int n: the first chunk's 1..n), or, with AND, a
 # mapping from sub-prompt index to those positions.
 Keys = int | Sequence[int] | Mapping[int, Sequence[int]]
+
+LAYOUTS = {"cond": "conditional rows only", "cfg": "CFG batch layout (cond + uncond rows)"}
+
+
+class ModelSwitched(RuntimeError):
+    """The host's model is no longer the one hooked at the start of the pass (e.g. the SDXL refiner switch)."""
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -56,6 +65,8 @@ class PassInfo:
     pattern: str = "first_order"
     label: str = "first pass"
     results: list[StepResult] = field(default_factory=list)
+    steps_started: int = 0  # steps the sampler really made (UniPC and DPM adaptive make other counts)
+    layout: str = "cond"  # the batch layout the refinement calls used (LAYOUTS)
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
 
 
@@ -65,10 +76,12 @@ class SegretSession:
     def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
                  concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys],
                  chunk_size: int = 0, record_snapshots: bool | None = None,
-                 blocks: Sequence[nn.Module] = (), low_vram: bool | None = None) -> None:
+                 blocks: Sequence[nn.Module] = (), low_vram: bool | None = None, model: nn.Module | None = None,
+                 layout: str = "cond") -> None:
         """n_real: each image's prompt keys (see Keys);
         blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement;
-        low_vram: start in low-VRAM mode (default: params.low_vram)."""
+        low_vram: start in low-VRAM mode (default: params.low_vram); model: the UNet, whose parameters stop
+        requiring grad during refinement; layout: the batch layout to start with ("cond" or "cfg")."""
         if len(concepts) != len(n_real):
             raise ValueError("one concept list and one token count per image are needed")
         self.params = params
@@ -77,6 +90,10 @@ class SegretSession:
         self.n_real = list(n_real)
         self.chunk_size = chunk_size  # images refined together; 0 = whole batch
         self.blocks = list(blocks)
+        self.model = model
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; one of {tuple(LAYOUTS)}")
+        self.layout = layout
         # recompute activations in the backward pass
         self.low_vram = (params.low_vram if low_vram is None else low_vram) and bool(self.blocks)
         self.out_of_memory = False  # switched off after every out-of-memory fallback failed
@@ -130,6 +147,8 @@ class SegretSession:
                             if self.record_snapshots else set())
 
     def end_pass(self) -> None:
+        if self.current is not None and self.tracker is not None:
+            self.current.steps_started = max(self.current.steps_started, self.tracker.steps_started)
         self.current = None
         self.tracker = None
 
@@ -147,19 +166,32 @@ class SegretSession:
         if self.tracker is not None:
             self.tracker.on_callback()
 
-    def before_model_call(self, x: torch.Tensor, sigma: torch.Tensor, run_unet: RunUnet) -> StepResult | None:
+    def before_model_call(self, x: torch.Tensor, sigma: torch.Tensor, run_unet: RunUnet,
+                          run_unet_cfg: RunUnet | None = None) -> StepResult | None:
         """Call before every model evaluation with the sampler's own latent x (first len(concepts) rows).
 
         At the first evaluation of each refined step, x is updated in place. Never raises for refinement
-        problems: they become warnings and refinement stops or skips the step.
+        problems: they become warnings and refinement stops or skips the step. run_unet_cfg: the same call in
+        the CFG batch layout, tried when the conditional-only call fails (hooks of other extensions that
+        expect cond and uncond rows); once it worked it is used for the rest of the session.
         """
         if self.tracker is None:
             return None
         step = self.tracker.on_eval()
         if step is None or not self.active or not is_refined_step(step, self._last_step):
             return None
+        runners = {"cond": run_unet, "cfg": run_unet_cfg}
         try:
-            return self._refine_step(x, sigma, step, run_unet)
+            try:
+                return self._refine_step(x, sigma, step, runners[self.layout] or run_unet)
+            except Exception as err:
+                if (self.layout != "cond" or run_unet_cfg is None or is_out_of_memory(err)
+                        or isinstance(err, (NoAttentionGradient, ModelSwitched))):
+                    raise
+                self.layout = "cfg"
+                self.warn(f"the conditional-only refinement call failed ({type(err).__name__}: {err}); "
+                          f"refining with the {LAYOUTS['cfg']}")
+                return self._refine_step(x, sigma, step, run_unet_cfg)
         except Exception as err:  # the image must still generate
             if is_out_of_memory(err):
                 _free_memory()
@@ -173,6 +205,8 @@ class SegretSession:
                     return None
                 self.out_of_memory = True
                 self.disabled_reason = "out of memory during refinement; A-STAR switched off for this generation"
+            elif isinstance(err, ModelSwitched):
+                self.disabled_reason = f"{err}; A-STAR stopped at step {step + 1}"
             elif isinstance(err, NoAttentionGradient):
                 self.disabled_reason = f"{err}; switched off for this image"
             else:
@@ -190,8 +224,10 @@ class SegretSession:
         chunk = self.chunk_size if self.chunk_size > 0 else len(rows)
         merged = StepResult(step=step, loss=0.0, final_loss=0.0)
         updates = []
-        # Forge-style front ends sample under inference mode: work on normal tensors, write back afterwards
-        with torch.inference_mode(False):
+        # Forge-style front ends sample under inference mode: work on normal tensors, write back afterwards.
+        # Only d(loss)/d(latent) is needed: the UNet's weights stop requiring grad meanwhile (LoRA swaps them
+        # in place on the first forward after a change).
+        with torch.inference_mode(False), parameters_frozen(self.model):
             sig = sigma.detach().clone().reshape(-1)
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
@@ -201,6 +237,7 @@ class SegretSession:
         for index, new_x in updates:
             x.index_copy_(0, index, new_x.to(x.dtype))
         self.current.results.append(merged)
+        self.current.layout = self.layout
         return merged
 
     def _refine_rows(self, xs: torch.Tensor, sig: torch.Tensor, part: list[int], index: torch.Tensor, step: int,
@@ -251,7 +288,7 @@ class SegretSession:
                                "fit the UNet, or the model was switched during sampling (e.g. the SDXL refiner)")
         if self._layers is None:
             self._layers = len(probs)
-        avg = torch.stack(probs).mean(dim=0)  # [pairs, N, K]
+        avg = torch.stack(probs).mean(dim=0)[:len(pairs)]  # [pairs, N, K]; CFG layout: the cond rows come first
         p = self.params
         maps: dict[tuple[int, int], torch.Tensor] = {}
         for j, (_, row, part) in enumerate(pairs):
@@ -287,7 +324,12 @@ class SegretSession:
             if not info.results:
                 continue
             done = sum(r.updates > 0 for r in info.results)
-            text = f"{info.label}: {done}/{info.total_steps} steps"
+            # the sampler's own step count where it differs from the requested one (UniPC at some step counts,
+            # DPM adaptive, which counts every attempted step)
+            total = max(info.total_steps, info.steps_started, len(info.results))
+            text = f"{info.label}: {done}/{total} steps"
+            if info.layout != "cond":
+                text += f" ({LAYOUTS[info.layout]})"
             first, last = info.results[0], info.results[-1]
             if "seg" in first.parts and "seg" in last.parts:
                 text += f", L_seg {_per_image(first, 'seg'):.3f}->{_per_image(last, 'seg'):.3f}"

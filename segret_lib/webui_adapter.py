@@ -22,7 +22,7 @@ from .prompt_plan import PromptPlan
 from .schedule import evaluation_pattern
 from .script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
 from .script_ui import build_ui
-from .session import PassInfo, SegretSession
+from .session import ModelSwitched, PassInfo, SegretSession
 from .webui_prompts import prompt_plan, text_encoder
 from .xyz_axes import add_xyz_axes as _add_xyz_axes
 
@@ -78,6 +78,15 @@ class SegretScript(scripts.Script):
         p.extra_generation_params.update(params.to_infotext())
         _chain_close(p, self._cleanup)
 
+    def process_batch(self, p, *args, **kwargs) -> None:
+        gen = self.gen
+        if gen is None:
+            return
+        # the WebUI builds each image's infotext from p.extra_generation_params right after its batch: the
+        # entries of the previous batch must not carry over
+        gen.begin_batch()
+        _write_batch_infotext(p, gen)
+
     def process_before_every_sampling(self, p, *args, **kwargs) -> None:
         gen = self.gen
         if gen is None:
@@ -92,18 +101,14 @@ class SegretScript(scripts.Script):
             log.exception("A-STAR setup failed")
             gen.warn(f"not applied to this pass: {type(e).__name__}: {e}")
             gen.end_pass()
-        if gen.warnings:
-            p.extra_generation_params[WARNINGS_KEY] = "; ".join(gen.warnings)
+        _write_batch_infotext(p, gen)
 
     def postprocess_batch(self, p, *args, **kwargs) -> None:
         gen = self.gen
         if gen is None:
             return
         gen.end_batch()
-        if gen.warnings:
-            p.extra_generation_params[WARNINGS_KEY] = "; ".join(gen.warnings)
-        if gen.summaries:
-            p.extra_generation_params[RESULT_KEY] = " | ".join(gen.summaries)
+        _write_batch_infotext(p, gen)
 
     def postprocess(self, p, processed, *args) -> None:
         gen = self.gen
@@ -144,7 +149,8 @@ class SegretScript(scripts.Script):
         if gen.session is None:
             unet = p.sd_model.model.diffusion_model
             gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, keys,
-                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram)
+                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram,
+                                        model=unet, layout=gen.layout)
         else:
             gen.session.set_tokens(concepts, keys)
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)
@@ -172,9 +178,11 @@ class SegretScript(scripts.Script):
                     if plan.key(step) != in_use[0]:  # prompt editing switched the conditioning rows
                         in_use[0] = plan.key(step)
                         session.set_tokens(*plan.at_step(step))
+                    uncond = kwargs.get("uncond", args[0] if len(args) > 0 else None)
                     cond = kwargs.get("cond", args[1] if len(args) > 1 else None)
                     image_cond = kwargs.get("image_cond", args[4] if len(args) > 4 else None)
-                    session.before_model_call(x, sigma, _unet_runner(denoiser, cond, image_cond))
+                    session.before_model_call(x, sigma, _unet_runner(denoiser, session.model, cond, image_cond),
+                                              _unet_runner(denoiser, session.model, cond, image_cond, uncond))
                 return original(x, sigma, *args, **kwargs)
 
             return forward
@@ -206,23 +214,65 @@ def _schedule_steps(p, config, hires: bool) -> tuple[int, int | None]:
     return (base, total(int(getattr(p, "hr_second_pass_steps", 0) or p.steps))) if hires else (base, None)
 
 
-def _unet_runner(denoiser, cond, image_cond):
+def _write_batch_infotext(p, gen: Generation) -> None:
+    """The current batch's warnings and result as infotext entries (absent when there are none)."""
+    for key, value in ((WARNINGS_KEY, "; ".join(gen.batch_warnings)), (RESULT_KEY, gen.batch_summary)):
+        if value:
+            p.extra_generation_params[key] = value
+        else:
+            p.extra_generation_params.pop(key, None)
+
+
+def _unet_runner(denoiser, unet, cond, image_cond, uncond=None):
     """run_unet(x, sigma, rows, parts=None): the conditional model on images `rows` (with AND, each row's
-    sub-prompt `parts[i]`), as the CFG denoiser would call it."""
+    sub-prompt `parts[i]`), as the CFG denoiser would call it.
+
+    With uncond: the CFG denoiser's batch layout, the rows' conditional inputs then their unconditional ones
+    (for other extensions' hooks that split the batch in two halves). Raises ModelSwitched when the model is
+    no longer the one whose UNet was hooked (the SDXL refiner replaces it mid-sampling).
+    """
 
     def run(x, sigma, rows, parts=None):
-        conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, denoiser.step)
+        model = denoiser.inner_model
+        current = getattr(getattr(getattr(model, "inner_model", None), "model", None), "diffusion_model", None)
+        if unet is not None and current is not None and current is not unet:
+            raise ModelSwitched("the model was switched during sampling (the SDXL refiner): A-STAR refines "
+                                "the first model only")
+        rows = list(rows)
         parts = parts or [0] * len(rows)
+        conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, denoiser.step)
         idx = [conds_list[r][part][0] for r, part in zip(rows, parts, strict=True)]
-        ic = image_cond[list(rows)] if image_cond is not None else None
+        ic = image_cond[rows] if image_cond is not None else None
+        if uncond is None:
+            if isinstance(tensor, dict):
+                c = {k: v[idx] for k, v in tensor.items()}
+                c["c_concat"] = [ic]
+            else:
+                c = {"c_crossattn": [tensor[idx]], "c_concat": [ic]}
+            return model(x, sigma, cond=c)
+        un = prompt_parser.reconstruct_cond_batch(uncond, denoiser.step)
+        ic2 = torch.cat([ic, ic]) if ic is not None else None
         if isinstance(tensor, dict):
-            c = {k: v[idx] for k, v in tensor.items()}
-            c["c_concat"] = [ic]
+            c = {k: _cat_padded(v[idx], un[k][rows]) for k, v in tensor.items()}
+            c["c_concat"] = [ic2]
         else:
-            c = {"c_crossattn": [tensor[idx]], "c_concat": [ic]}
-        return denoiser.inner_model(x, sigma, cond=c)
+            c = {"c_crossattn": [_cat_padded(tensor[idx], un[rows])], "c_concat": [ic2]}
+        return model(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=c)
 
     return run
+
+
+def _cat_padded(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    """cond rows then uncond rows; token lists of different length are padded with their last vector (the
+    WebUI pads with an empty chunk; only the cond rows' maps are read)."""
+    if cond.dim() == 3 and cond.shape[1] != uncond.shape[1]:
+        n = max(cond.shape[1], uncond.shape[1])
+
+        def pad(t):
+            return torch.cat([t, t[:, -1:].expand(-1, n - t.shape[1], -1)], dim=1) if t.shape[1] < n else t
+
+        cond, uncond = pad(cond), pad(uncond)
+    return torch.cat([cond, uncond])
 
 
 def _chain_close(p, cleanup) -> None:

@@ -2,7 +2,7 @@
 
 import torch
 
-from modules import prompt_parser, sd_samplers_common
+from modules import prompt_parser, sd_samplers_common, shared
 from modules.shared import state
 
 
@@ -35,10 +35,22 @@ class CFGDenoiser(torch.nn.Module):
                 denoised[i] += (x_out[cond_index] - denoised_uncond[i]) * (weight * cond_scale)
         return denoised
 
+    def apply_refiner(self):
+        """sd_samplers_common.apply_refiner: past the switch the WebUI loads the refiner checkpoint, a new model
+        object even for the same architecture, and rebuilds the inner model (tests set p.refiner_model)."""
+        p = self.p
+        refiner = getattr(p, "refiner_model", None)
+        if refiner is None or shared.sd_model is refiner or self.step < p.refiner_switch_at * self.steps:
+            return
+        p.extra_generation_params["Refiner"] = "refiner"
+        shared.sd_model = refiner
+        self.model_wrap = None  # update_inner_model
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
         self.calls += 1
+        self.apply_refiner()
         conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
         repeats = [len(conds_list[i]) for i in range(len(conds_list))]

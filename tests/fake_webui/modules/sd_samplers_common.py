@@ -47,6 +47,7 @@ class Sampler:
 
     def initialize(self, p, x, conditioning, unconditional_conditioning, image_conditioning):
         self.model_wrap_cfg.step = 0
+        self.model_wrap_cfg.p = p
         self.last_latent = x
         self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
                                    "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale,

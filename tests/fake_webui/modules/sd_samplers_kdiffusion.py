@@ -18,6 +18,7 @@ samplers_k_diffusion = [
     ("DPM++ 2M", "sample_dpmpp_2m", {}),
     ("DPM++ SDE", "sample_dpmpp_sde", {"second_order": True}),
     ("DPM fast", "sample_dpm_fast", {"uses_ensd": True}),
+    ("DPM adaptive", "sample_dpm_adaptive", {"uses_ensd": True}),
     ("Restart", "restart", {"scheduler": "karras", "second_order": True}),
 ]
 

@@ -1,0 +1,216 @@
+"""A-STAR in the real AUTOMATIC1111 WebUI v1.10.1 (tiny random SD1 checkpoints, CPU), driven over its HTTP API.
+
+Skipped unless SEGRET_WEBUI_DIR names the WebUI tree (see conftest.py); .ci/run sets it up and runs these.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+PROMPT = "a photo of a cat and a dog"
+ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
+OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
+
+
+def request(**kw) -> dict:
+    body = {"prompt": PROMPT, "negative_prompt": "", "steps": 6, "width": 128, "height": 128, "seed": 7,
+            "sampler_name": "Euler a", "cfg_scale": 7, "batch_size": 1, "n_iter": 1, "alwayson_scripts": {}}
+    body.update(kw)
+    return body
+
+
+def params(res, i=0) -> dict[str, str]:
+    """Infotext of image i as a dict (the WebUI's own parser lives in the server; this one reads k: v pairs,
+    quoted values included)."""
+    text = res["info"]["infotexts"][i].split("\n")[-1]
+    pairs = re.findall(r'\s*([\w \-/\[\]]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)', text)
+    return {k: v.strip('"').replace('\\"', '"') for k, v in pairs}
+
+
+def record(webui, case: str, info: dict) -> None:
+    """What each case produced, for people reading the run: WORK/results.log."""
+    keep = {k: v for k, v in info.items() if k.startswith("A-STAR ") and k not in ("A-STAR concepts",)}
+    with open(webui.work / "results.log", "a") as f:
+        f.write(f"{case}: {keep}\n")
+
+
+def result_counts(text: str) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+) steps", text)]
+
+
+@pytest.fixture(scope="module")
+def plain(webui):
+    """The first request of the session, before A-STAR ever ran."""
+    return webui.txt2img(**request())
+
+
+def test_enabled_refines_and_disabled_stays_bit_identical(webui, plain):
+    on = webui.txt2img(**request(alwayson_scripts=ON))
+    info = params(on)
+    record(webui, "enabled", info)
+    assert info["A-STAR concepts"] == "cat, dog", info
+    assert "A-STAR warnings" not in info, info
+    assert result_counts(info["A-STAR result"]) == [(6, 6)], info
+    assert on["pixels"][0] != plain["pixels"][0]
+    off = webui.txt2img(**request(alwayson_scripts=OFF))
+    assert "A-STAR" not in off["info"]["infotexts"][0]
+    assert off["pixels"][0] == plain["pixels"][0]  # bit-identical: nothing of A-STAR is left in the model
+    again = webui.txt2img(**request())
+    assert again["pixels"][0] == plain["pixels"][0]
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DDIM", "UniPC", "Heun", "DPM adaptive"])
+def test_samplers_refine_every_step(webui, sampler):
+    res = webui.txt2img(**request(sampler_name=sampler, alwayson_scripts=ON))
+    info = params(res)
+    record(webui, sampler, info)
+    assert "A-STAR warnings" not in info, info
+    (done, total), = result_counts(info["A-STAR result"])
+    assert done == total >= 6, info  # DDIM/UniPC run 7 timesteps at 6 steps; DPM adaptive its own count
+
+
+def test_hires_fix_refines_both_passes(webui):
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "hires": True}]}}
+    res = webui.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
+                                  hr_second_pass_steps=4, alwayson_scripts=args))
+    info = params(res)
+    record(webui, "hires fix", info)
+    assert "A-STAR warnings" not in info, info
+    assert "first pass: 6/6 steps" in info["A-STAR result"], info
+    assert re.search(r"hires pass: (\d+)/\1 steps", info["A-STAR result"]), info
+    assert res["parameters"]["enable_hr"] is True
+
+
+def test_batch_count_infotext_per_batch(webui):
+    res = webui.txt2img(**request(prompt="a cat and a bird", n_iter=2, alwayson_scripts=ON,
+                                  prompt_styles=[]))
+    first, second = params(res, 0), params(res, 1)
+    record(webui, "batch count 2, image 1", first)
+    record(webui, "batch count 2, image 2", second)
+    for info in (first, second):
+        assert "'dog' is not in the prompt" in info["A-STAR warnings"], info
+        assert info["A-STAR result"].count("first pass") == 1, info
+
+
+def test_lora_sequence_every_request_refined(webui):
+    """Fresh LoRA set, same again, weight 0.7, removed, added back: every image refined (issue 6, item 1)."""
+    for prompt in (f"{PROMPT} <lora:tiny-lora:1>", f"{PROMPT} <lora:tiny-lora:1>", f"{PROMPT} <lora:tiny-lora:0.7>",
+                   PROMPT, f"{PROMPT} <lora:tiny-lora:1>"):
+        res = webui.txt2img(**request(prompt=prompt, alwayson_scripts=ON))
+        info = params(res)
+        record(webui, f"LoRA: {prompt[len(PROMPT):].strip() or 'none'}", info)
+        assert "A-STAR warnings" not in info, (prompt, info)
+        assert result_counts(info["A-STAR result"]) == [(6, 6)], (prompt, info)
+        if "lora" in prompt:
+            assert "Lora hashes" in info, info
+
+
+def test_cfg_split_hook_uses_the_cfg_layout(webui):
+    """An attention hook that splits the batch into uncond/cond halves (like Incantations' SEG)."""
+    hook = {"CFG split hook": {"args": [True]}}
+    res = webui.txt2img(**request(alwayson_scripts={**ON, **hook}, n_iter=2))
+    first, second = params(res, 0), params(res, 1)
+    record(webui, "CFG split hook, image 1", first)
+    record(webui, "CFG split hook, image 2", second)
+    assert "conditional-only refinement call failed (ValueError" in first["A-STAR warnings"], first
+    for info in (first, second):
+        assert info["A-STAR result"].startswith("first pass: 6/6 steps (CFG batch layout"), info
+    assert "A-STAR warnings" not in second, second
+
+
+def test_refiner_switch_stops_cleanly(webui):
+    log_before = len(webui.log_text())
+    models = [m["title"] for m in webui.get("/sdapi/v1/sd-models")]
+    current = webui.get("/sdapi/v1/options")["sd_model_checkpoint"]
+    refiner = next(m for m in models if m != current)
+    res = webui.txt2img(**request(steps=8, refiner_checkpoint=refiner, refiner_switch_at=0.5, alwayson_scripts=ON))
+    info = params(res)
+    record(webui, "refiner switch at 0.5", info)
+    assert "Refiner" in info, info
+    assert info["A-STAR warnings"].startswith("the model was switched during sampling (the SDXL refiner)"), info
+    (done, total), = result_counts(info["A-STAR result"])
+    assert 0 < done < total == 8, info
+    assert "Traceback" not in webui.log_text()[log_before:]
+    # the next request is back on the main model and refined again
+    webui.post("/sdapi/v1/options", {"sd_model_checkpoint": current})
+    assert result_counts(params(webui.txt2img(**request(alwayson_scripts=ON)))["A-STAR result"]) == [(6, 6)]
+
+
+def test_bad_args_give_a_message_and_an_image(webui, plain):
+    res = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog", "step_siz": 3}]}}))
+    assert len(res["images"]) == 1
+    record(webui, "bad args", params(res))
+    assert "not applied: unknown A-STAR setting(s): step_siz" in params(res)["A-STAR warnings"]
+    assert res["pixels"][0] == plain["pixels"][0]
+    res = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [True, "cat, dog", "heavy"]}}))
+    assert len(res["images"]) == 1 and "not applied" in params(res)["A-STAR warnings"]
+
+
+def test_interrupt_then_clean_request(webui, plain):
+    out = {}
+
+    def run():
+        out["res"] = webui.txt2img(**request(steps=150, alwayson_scripts=ON))
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]
+        if state.get("sampling_step", 0) >= 2:
+            break
+        time.sleep(0.2)
+    webui.post("/sdapi/v1/interrupt")
+    t.join(300)
+    assert not t.is_alive() and len(out["res"]["images"]) == 1
+    record(webui, "interrupted", params(out["res"]))
+    (done, total), = result_counts(params(out["res"])["A-STAR result"])
+    assert done < total == 150
+    # nothing left hooked: a plain request is bit-identical, an enabled one refines every step
+    assert webui.txt2img(**request())["pixels"][0] == plain["pixels"][0]
+    assert result_counts(params(webui.txt2img(**request(alwayson_scripts=ON)))["A-STAR result"]) == [(6, 6)]
+
+
+def xyz_args(axis_index: int, values: str) -> list:
+    return [axis_index, values, [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, 0, False]
+
+
+def astar_axis(webui, label="[A-STAR] Step size") -> int:
+    info = next(s for s in webui.get("/sdapi/v1/script-info") if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    return info["args"][0]["choices"].index(label)
+
+
+def xyz_check(webui, index: int) -> None:
+    res = webui.txt2img(**request(script_name="x/y/z plot", script_args=xyz_args(index, "10, 60"),
+                                  alwayson_scripts=ON))
+    texts = res["info"]["infotexts"]
+    for t in texts:
+        record(webui, f"X/Y/Z axis {index}", params({"info": {"infotexts": [t]}}))
+    assert len(res["images"]) >= 1, texts  # the grid (the cells only with "include lone images")
+    sizes = {params({"info": {"infotexts": [t]}}).get("A-STAR step size") for t in texts}
+    assert {"10", "60"} <= sizes, texts
+    assert all("A-STAR warnings" not in t for t in texts), texts
+
+
+def test_xyz_axis_before_and_after_reload_ui(webui):
+    index = astar_axis(webui)
+    xyz_check(webui, index)
+    # Settings -> "Reload UI": the button's gradio event (js restart_reload) runs shared.state.request_restart
+    config = webui.get("/config")
+    fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("js") == "restart_reload")
+    starts = webui.log_text().count("Startup time:")
+    webui.post("/run/predict", {"fn_index": fn_index, "data": [], "session_hash": "segret-test"})
+    webui.wait_for_log("Startup time:", starts + 1, timeout=600)
+    for _ in range(100):  # the API answers again once the new app is up
+        try:
+            webui.get("/sdapi/v1/options")
+            break
+        except Exception:
+            time.sleep(0.5)
+    assert astar_axis(webui) == index
+    assert "[A-STAR] Segregation weight" in str(webui.get("/config"))
+    xyz_check(webui, index)

@@ -1,0 +1,166 @@
+"""What users run next to A-STAR, in the fake host made to behave like the real WebUI (issue 6): the Lora
+extension's in-place weight swap, hooks that expect the CFG batch layout, the SDXL refiner's model switch,
+per-batch infotext and step counts of every sampler."""
+
+import logging
+
+import pytest
+import torch
+from modules import infotext_utils, shared
+from modules.sd_models import TinySDModel
+
+from segret_lib.capture import cross_attention_modules
+from tests.fake_webui import lora_networks
+from tests.test_webui_extension import ON, assert_clean, latents, spy_samplers, without_extension
+from tests.webui_host import Host
+
+
+@pytest.fixture(scope="module")
+def host():
+    return Host("sd1")
+
+
+def info_of(res, i=0):
+    return infotext_utils.parse_generation_parameters(res.infotexts[i])
+
+
+# ------------------------------------------------------------------------------------------------- LoRA
+@pytest.fixture
+def lora(host):
+    """The Lora extension installed on the host's UNet, whose weights require grad as in the WebUI."""
+    unet = host.model.model.diffusion_model
+    unet.requires_grad_(True)
+    lora_networks.install(unet)
+    try:
+        yield lora_networks
+    finally:
+        lora_networks.uninstall(unet)
+        unet.requires_grad_(False)
+
+
+def test_lora_changes_refined_on_every_request(host, lora):
+    """<lora:x:1> -> same again -> weight 0.7 -> removed -> added back: every image refined (issue 6, item 1)."""
+    unet = host.model.model.diffusion_model
+    for networks in ([("x", 1.0)], [("x", 1.0)], [("x", 0.7)], [], [("x", 1.0)]):
+        lora.load_networks(networks)
+        p, res = host.txt2img(script_args=host.args(**ON), steps=3)
+        info = info_of(res)
+        assert "A-STAR warnings" not in info, (networks, info)
+        assert info["A-STAR result"].startswith("first pass: 3/3 steps"), (networks, info)
+        assert all(prm.requires_grad for prm in unet.parameters())  # restored exactly
+        assert_clean(host, p)
+
+
+def test_parameters_frozen_restores_exactly_even_on_error():
+    from segret_lib.patching import parameters_frozen
+
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    m[1].bias.requires_grad_(False)
+    before = [p.requires_grad for p in m.parameters()]
+    with pytest.raises(KeyError), parameters_frozen(m, None):
+        assert not any(p.requires_grad for p in m.parameters())
+        raise KeyError
+    assert [p.requires_grad for p in m.parameters()] == before
+
+
+# ------------------------------------------------------------------------------------------------- CFG-batch hooks
+@pytest.fixture
+def seg_hook(host):
+    """An attention hook like Incantations' Smoothed Energy Guidance: `uncond, cond = output.chunk(2)`."""
+    calls = []
+
+    def hook(module, args, output):
+        calls.append(output.shape[0])
+        uncond, cond = output.chunk(2, dim=0)
+        return torch.cat([uncond, cond])
+
+    handles = [m.register_forward_hook(hook) for m in cross_attention_modules(host.model.model.diffusion_model)]
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_cfg_batch_hook_falls_back_to_the_cfg_layout(host, seg_hook):
+    plain = without_extension(host, steps=3, n_iter=2)
+    p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=3, n_iter=2)
+    first, second = info_of(res, 0), info_of(res, 1)
+    assert "conditional-only refinement call failed (ValueError" in first["A-STAR warnings"], first
+    assert first["A-STAR result"].startswith("first pass: 3/3 steps (CFG batch layout"), first
+    # the layout is remembered for the next batch, which then has nothing to warn about
+    assert "A-STAR warnings" not in second, second
+    assert second["A-STAR result"].startswith("first pass: 3/3 steps (CFG batch layout"), second
+    assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(host, p)
+
+
+def test_cfg_layout_failing_too_switches_off_cleanly(host):
+    def always_fails(module, args, output):
+        if torch.is_grad_enabled():
+            raise ValueError("this hook never works under grad")
+        return output
+
+    handles = [m.register_forward_hook(always_fails) for m in cross_attention_modules(host.model.model.diffusion_model)]
+    try:
+        p, res = host.txt2img(script_args=host.args(**ON), steps=3)
+    finally:
+        for h in handles:
+            h.remove()
+    info = info_of(res)
+    assert "refinement failed (ValueError: this hook never works under grad)" in info["A-STAR warnings"], info
+    assert torch.equal(latents(res), latents(without_extension(host, steps=3)))
+    assert_clean(host, p)
+
+
+# ------------------------------------------------------------------------------------------------- refiner
+def test_refiner_switch_stops_cleanly(host, caplog):
+    refiner = TinySDModel("sd1", seed=5)
+    p, res = None, None
+    try:
+        with caplog.at_level(logging.WARNING):
+            from modules import processing
+
+            shared.sd_model = host.model
+            p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat and a dog", sd_model=host.model,
+                                                            scripts=host.runner, script_args=host.args(**ON),
+                                                            width=256, height=256, steps=8)
+            p.refiner_model, p.refiner_switch_at = refiner, 0.5
+            res = processing.run_generation(p)
+    finally:
+        shared.sd_model = host.model
+    info = info_of(res)
+    assert info["Refiner"] == "refiner"
+    assert info["A-STAR warnings"].startswith("the model was switched during sampling (the SDXL refiner)"), info
+    assert "A-STAR stopped at step 6" in info["A-STAR warnings"]
+    assert info["A-STAR result"].startswith("first pass: 5/8 steps"), info
+    assert not any(r.exc_info for r in caplog.records)  # one line, no traceback
+    assert_clean(host, p)
+
+
+# ------------------------------------------------------------------------------------------------- counts, infotext
+def test_each_batch_has_its_own_infotext(host):
+    p, res = host.txt2img(prompt=["a cat and a bird", "a cat and a dog"], script_args=host.args(**ON), steps=3,
+                          n_iter=2)
+    first, second = info_of(res, 0), info_of(res, 1)
+    assert "'dog' is not in the prompt" in first["A-STAR warnings"]
+    assert "A-STAR warnings" not in second, second
+    assert first["A-STAR result"].count("first pass") == second["A-STAR result"].count("first pass") == 1
+    assert_clean(host, p)
+
+
+@pytest.mark.parametrize(("sampler", "steps", "expected"), [("DDIM", 6, "7/7"), ("Euler", 6, "6/6")])
+def test_step_counts_follow_what_the_sampler_ran(host, sampler, steps, expected, monkeypatch):
+    """The WebUI's DDIM/PLMS/UniPC take range(0, 1000, 1000 // steps) timesteps: 7 for 6 steps."""
+    created = spy_samplers(monkeypatch)
+    _, res = host.txt2img(script_args=host.args(**ON), steps=steps, sampler_name=sampler)
+    assert created[0].model_wrap_cfg.calls == int(expected.split("/")[0])
+    assert info_of(res)["A-STAR result"].startswith(f"first pass: {expected} steps"), info_of(res)
+
+
+def test_dpm_adaptive_counts_its_attempted_steps(host):
+    p, res = host.txt2img(script_args=host.args(**ON), steps=4, sampler_name="DPM adaptive")
+    text = info_of(res)["A-STAR result"]
+    done, total = text.split(": ", 1)[1].split(" ")[0].split("/")
+    assert int(done) <= int(total) and int(total) > 4, text
+    assert_clean(host, p)
