@@ -39,7 +39,7 @@ TIPS = {
                       "or Otsu's automatic threshold.",
     "threshold": "Retention mask = attention >= this fraction of the map's maximum (fraction mode only).",
     "iterative": "Repeat the update at a few steps until the loss reaches a target (at most 20 times). A-STAR, Both: "
-                 "steps 1, 11, 21, loss 0.2. Attend-and-Excite (on by default): steps 0, 10, 20 of 50 (scaled to "
+                 "steps 1, 11, 21, loss 0.2. Attend-and-Excite (on by default): steps 1, 11, 21 of 50 (scaled to "
                  "your step count) until every concept's attention peaks at 0.05, 0.5, 0.8. Slower.",
     "show_maps": "Add a grid to the gallery with each concept's attention map before and after refinement "
                  "at a few steps.",
