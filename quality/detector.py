@@ -81,6 +81,13 @@ def detect(img: np.ndarray) -> list[Found]:
     return out
 
 
+def stray_share(img: np.ndarray, tolerance: float = 0.15) -> float:
+    """Share of pixels that are neither near the background nor a palette colour (grain, smears, off colours);
+    a measure of artefacts."""
+    near_bg = np.linalg.norm(img - np.asarray(BACKGROUND, dtype=np.float32), axis=-1) <= tolerance
+    return float(((colour_labels(img) < 0) & ~near_bg).mean())
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Per requested object: present with the right colour and shape; colour present at all; shape present in
