@@ -283,10 +283,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="A-STAR setting for every refined variant, e.g. step_size=40")
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=None, help="JSON results path (a PNG grid is written beside it)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     specs = read_prompts(args.prompts)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     base = dict(kv.split("=", 1) for kv in args.set)
