@@ -1,4 +1,4 @@
-"""Procedural multi-object scenes: coloured circles, squares and triangles on a dark background, with captions
+"""Procedural multi-object scenes: coloured circles, squares and triangles on a gray background, with captions
 like "a red circle and a blue square". Every scene is a pure function of (seed, index)."""
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ import numpy as np
 
 SIZE = 32  # image side in pixels
 SUPERSAMPLE = 4  # rendered at SIZE * SUPERSAMPLE, then box-filtered (soft edges)
-BACKGROUND = (0.12, 0.12, 0.12)
+BACKGROUND = (0.5, 0.5, 0.5)
+"""Mid-gray: 0 in the model's [-1, 1] range, so the data mean is about 0. With a dark background the residual
+signal at the last timestep (sqrt(abar_T) * mean) is as large as the mean of the start noise, the model
+learns to read the background's brightness from it, and pure-noise starts give tinted backgrounds."""
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.15, 0.15),
     "green": (0.15, 0.75, 0.20),

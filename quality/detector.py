@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .dataset import BACKGROUND, COLOURS
+from .dataset import COLOURS
 
 MAX_COLOUR_DISTANCE = 0.3  # RGB distance (0..1 scale) from a palette colour's background mix line
 MIN_AREA = 16  # pixels; smaller blobs are noise or fragments
@@ -27,18 +27,25 @@ class Found:
     box: tuple[int, int, int, int]
 
 
-def colour_labels(img: np.ndarray) -> np.ndarray:
+def background_colour(img: np.ndarray) -> np.ndarray:
+    """The image's background: the median of its border pixels (samples may tint it)."""
+    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
+    return np.median(border, axis=0).astype(np.float32)
+
+
+def colour_labels(img: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
     """Per pixel: index into list(COLOURS) of its colour, -1 for background or unclear.
 
-    A pixel is read as a mix m * colour + (1 - m) * background (anti-aliased edges); it belongs to the colour
-    with the smallest distance from that line if m >= 0.5 and the distance is at most MAX_COLOUR_DISTANCE."""
-    bg = np.asarray(BACKGROUND, dtype=np.float32)
+    A pixel is read as a mix m * colour + (1 - m) * background (anti-aliased edges; the background is estimated
+    from the border); it belongs to the colour with the smallest distance from that line if m >= 0.5 and the
+    distance is at most MAX_COLOUR_DISTANCE."""
+    bg = background_colour(img) if bg is None else bg
     p = img.astype(np.float32) - bg
     best = np.full(img.shape[:2], -1)
     best_d = np.full(img.shape[:2], np.inf, dtype=np.float32)
     for ci, name in enumerate(COLOURS):
         c = np.asarray(COLOURS[name], dtype=np.float32) - bg
-        m = (p @ c) / float(c @ c)
+        m = (p @ c) / max(float(c @ c), 1e-6)
         dist = np.linalg.norm(p - np.clip(m, 0, 1)[..., None] * c, axis=-1)
         take = (m >= 0.5) & (dist <= MAX_COLOUR_DISTANCE) & (dist < best_d)
         best = np.where(take, ci, best)
@@ -82,9 +89,9 @@ def detect(img: np.ndarray) -> list[Found]:
 
 
 def stray_share(img: np.ndarray, tolerance: float = 0.15) -> float:
-    """Share of pixels that are neither near the background nor a palette colour (grain, smears, off colours);
-    a measure of artefacts."""
-    near_bg = np.linalg.norm(img - np.asarray(BACKGROUND, dtype=np.float32), axis=-1) <= tolerance
+    """Share of pixels that are neither near the (estimated) background nor a palette colour (grain, smears,
+    off colours); a measure of artefacts."""
+    near_bg = np.linalg.norm(img - background_colour(img), axis=-1) <= tolerance
     return float(((colour_labels(img) < 0) & ~near_bg).mean())
 
 
