@@ -104,22 +104,29 @@ class Engine:
         _, external = k_diffusion()
         self.denoiser = external.CompVisDenoiser(self.model)
 
-    def session(self, spec: PromptSpec, images: int, params: SegretParams) -> SegretSession:
-        pt = self.model.text.prompt_tokens(spec.prompt)
-        found, warnings = map_concepts(pt, params.concepts, self.model.text.encode, self.model.text.decode)
-        if warnings:
-            raise ValueError(f"{spec.prompt!r}: {'; '.join(warnings)}")
-        return SegretSession(params, cross_attention_modules(self.model.unet), [found] * images,
-                             [pt.n_real] * images, blocks=unet_blocks(self.model.unet))
+    def session(self, specs: Sequence[PromptSpec], params: SegretParams) -> SegretSession:
+        """A session for one batch; each image gets its own prompt's concepts (params holds the settings)."""
+        found, n_real = [], []
+        for spec in specs:
+            pt = self.model.text.prompt_tokens(spec.prompt)
+            concepts, warnings = map_concepts(pt, spec.concepts, self.model.text.encode, self.model.text.decode)
+            if warnings:
+                raise ValueError(f"{spec.prompt!r}: {'; '.join(warnings)}")
+            found.append(concepts)
+            n_real.append(pt.n_real)
+        return SegretSession(params, cross_attention_modules(self.model.unet), found, n_real,
+                             blocks=unet_blocks(self.model.unet))
 
     @torch.no_grad()
-    def sample(self, spec: PromptSpec, seeds: Sequence[int], sampler: str, steps: int, cfg: float,
+    def sample(self, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int, cfg: float,
                params: SegretParams | None) -> tuple[torch.Tensor, SegretSession | None]:
-        """Images [n, 3, SIZE, SIZE] in [0, 1] for one prompt and the given seeds."""
+        """Images [n, 3, SIZE, SIZE] in [0, 1], one per (prompt, seed) row."""
         n = len(seeds)
-        cond = self.model.text([spec.prompt] * n)
+        if len(specs) != n:
+            raise ValueError("one prompt per seed is needed")
+        cond = self.model.text([spec.prompt for spec in specs])
         uncond = self.model.text([""] * n)
-        session = self.session(spec, n, params) if params is not None else None
+        session = self.session(specs, params) if params is not None else None
         noise = seed_noise(seeds)
         try:
             if sampler == "euler":
@@ -182,35 +189,40 @@ class Record:
 
 
 def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int,
-                cfg: float, changes: dict | None, base: dict, batch: int = 64,
+                cfg: float, changes: dict | None, base: dict, batch: int = 128,
                 keep_images: int = 0) -> tuple[list[Record], float, list[np.ndarray]]:
-    """Sample and judge every prompt x seed; returns records, seconds per image and the first images."""
+    """Sample and judge every prompt x seed (batches mix prompts); returns records, seconds per image and the
+    first `keep_images` images (seed-major order: every prompt's first seed first)."""
+    jobs = [(spec, s) for s in seeds for spec in specs]
     records: list[Record] = []
     images: list[np.ndarray] = []
     start = time.perf_counter()
-    for spec in specs:
+    for lo in range(0, len(jobs), batch):
+        part = jobs[lo:lo + batch]
         params = None
-        if changes is not None:
-            params = SegretParams.create(**{"enabled": True, "concepts": spec.concepts, **base, **changes})
-        for lo in range(0, len(seeds), batch):
-            part = list(seeds[lo:lo + batch])
-            imgs, session = engine.sample(spec, part, sampler, steps, cfg, params)
-            seg = _seg_per_image(session) if session is not None else (None, None)
-            for img, s in zip(imgs.permute(0, 2, 3, 1).numpy(), part, strict=True):
-                v = judge(detect(img), spec.objects)
-                records.append(Record(spec.prompt, int(s), list(v.present), v.all_present,
-                                      (all(v.present) if v.binding_testable else None), *seg, stray_share(img)))
-                if len(images) < keep_images:
-                    images.append(img)
+        if changes is not None:  # settings as one would enter them; concepts are per image (each prompt's own)
+            params = SegretParams.create(**{"enabled": True, "concepts": part[0][0].concepts, **base, **changes})
+        imgs, session = engine.sample([j[0] for j in part], [j[1] for j in part], sampler, steps, cfg, params)
+        segs = _seg_per_image(session, len(part)) if session is not None else [(None, None)] * len(part)
+        for img, (spec, s), seg in zip(imgs.permute(0, 2, 3, 1).numpy(), part, segs, strict=True):
+            v = judge(detect(img), spec.objects)
+            records.append(Record(spec.prompt, int(s), list(v.present), v.all_present,
+                                  (all(v.present) if v.binding_testable else None), *seg, stray_share(img)))
+            if len(images) < keep_images:
+                images.append(img)
     n = max(len(records), 1)
     return records, (time.perf_counter() - start) / n, images
 
 
-def _seg_per_image(session: SegretSession) -> tuple[float | None, float | None]:
+def _seg_per_image(session: SegretSession, n: int) -> list[tuple[float | None, float | None]]:
+    """L_seg at the first and the last refined step: the batch mean, given to each image of the batch (the
+    engine reports losses summed over the images it refined together)."""
     results = [r for p in session.passes for r in p.results if "seg" in r.parts]
     if not results:
-        return None, None
-    return (results[0].parts["seg"] / max(results[0].images, 1), results[-1].parts["seg"] / max(results[-1].images, 1))
+        return [(None, None)] * n
+    first = results[0].parts["seg"] / max(results[0].images, 1)
+    last = results[-1].parts["seg"] / max(results[-1].images, 1)
+    return [(first, last)] * n
 
 
 def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_image: float) -> dict:
@@ -284,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=None, help="JSON results path (a PNG grid is written beside it)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=128, help="images sampled together (prompts mixed)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -72,9 +72,9 @@ def test_refinement_runs_through_the_engine_and_moves_the_image(engine, sampler)
     spec = evaluate.PromptSpec("a red circle and a blue square", ("red circle", "blue square"),
                                (("red", "circle"), ("blue", "square")))
     params = SegretParams(enabled=True, concepts=spec.concepts)
-    plain, none = engine.sample(spec, [0, 1], sampler, 4, 4.0, None)
-    again, _ = engine.sample(spec, [0, 1], sampler, 4, 4.0, None)
-    refined, session = engine.sample(spec, [0, 1], sampler, 4, 4.0, params)
+    plain, none = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, None)
+    again, _ = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, None)
+    refined, session = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, params)
     assert none is None and torch.equal(plain, again)  # deterministic
     assert plain.shape == refined.shape == (2, 3, dataset.SIZE, dataset.SIZE)
     assert float(refined.min()) >= 0.0 and float(refined.max()) <= 1.0
