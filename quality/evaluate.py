@@ -71,7 +71,11 @@ def seed_noise(seeds: Sequence[int]) -> torch.Tensor:
 
 
 class CFGDenoiser:
-    """k-diffusion model wrapper shaped like the WebUI's CFG denoiser; calls the session before each evaluation."""
+    """k-diffusion model wrapper shaped like the WebUI's CFG denoiser; calls the session before each evaluation.
+
+    The guided prediction of the clean image is clipped to [-1, 1], as pixel-space samplers do (DDPM's
+    clip_denoised; the DDIM loop below does the same): without it this small model's errors at high noise
+    accumulate into tinted, grainy images."""
 
     def __init__(self, denoiser, cond: torch.Tensor, uncond: torch.Tensor, scale: float,
                  session: SegretSession | None) -> None:
@@ -86,7 +90,7 @@ class CFGDenoiser:
         n = x.shape[0]
         out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
                             cond={"c_crossattn": [torch.cat([self.cond, self.uncond])]})
-        return out[n:] + (out[:n] - out[n:]) * self.scale
+        return (out[n:] + (out[:n] - out[n:]) * self.scale).clamp(-1, 1)
 
     def callback(self, _info) -> None:
         if self.session is not None:
