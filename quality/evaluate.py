@@ -190,6 +190,7 @@ class Record:
     seg_first: float | None
     seg_last: float | None
     stray: float = 0.0
+    colours_present: bool = False  # every requested colour drawn (any shape): the neglect signal alone
 
 
 def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int,
@@ -211,7 +212,8 @@ def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int
         for img, (spec, s), seg in zip(imgs.permute(0, 2, 3, 1).numpy(), part, segs, strict=True):
             v = judge(detect(img), spec.objects)
             records.append(Record(spec.prompt, int(s), list(v.present), v.all_present,
-                                  (all(v.present) if v.binding_testable else None), *seg, stray_share(img)))
+                                  (all(v.present) if v.binding_testable else None), *seg, stray_share(img),
+                                  all(v.colour_present)))
             if len(images) < keep_images:
                 images.append(img)
     n = max(len(records), 1)
@@ -239,6 +241,7 @@ def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_i
     out = {
         "n": n,
         "all_present": float(np.mean([r.all_present for r in records])) if n else 0.0,
+        "all_colours": float(np.mean([r.colours_present for r in records])) if n else 0.0,
         "object_recall": float(np.mean(objs)) if objs else 0.0,
         "binding_accuracy": float(np.mean(testable)) if testable else None,
         "binding_n": len(testable),
@@ -251,19 +254,22 @@ def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_i
         base = {(r.prompt, r.seed): r.all_present for r in plain}
         out["fixed"] = sum(r.all_present and not base[(r.prompt, r.seed)] for r in records)
         out["broken"] = sum(base[(r.prompt, r.seed)] and not r.all_present for r in records)
+        colours = {(r.prompt, r.seed): r.colours_present for r in plain}
+        out["colours_fixed"] = sum(r.colours_present and not colours[(r.prompt, r.seed)] for r in records)
+        out["colours_broken"] = sum(colours[(r.prompt, r.seed)] and not r.colours_present for r in records)
     return out
 
 
 def format_table(summaries: dict[str, dict]) -> str:
-    head = ("| variant | n | all objects | object recall | colour binding | L_seg first->last | fixed | broken "
-            "| stray px | s/image |")
-    rows = [head, "|" + "---|" * 10]
+    head = ("| variant | n | all objects | fixed | broken | object recall | colour binding | all colours "
+            "| fixed | broken | L_seg first->last | stray px | s/image |")
+    rows = [head, "|" + "---|" * 13]
     for name, s in summaries.items():
         seg = f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
         bind = f"{s['binding_accuracy']:.3f} (n={s['binding_n']})" if s["binding_accuracy"] is not None else "-"
-        rows.append(f"| {name} | {s['n']} | {s['all_present']:.3f} | {s['object_recall']:.3f} | {bind} | {seg} | "
-                    f"{s.get('fixed', '-')} | {s.get('broken', '-')} | {s['stray_pixels']:.3f} | "
-                    f"{s['s_per_image']:.3f} |")
+        rows.append(f"| {name} | {s['n']} | {s['all_present']:.3f} | {s.get('fixed', '-')} | {s.get('broken', '-')} "
+                    f"| {s['object_recall']:.3f} | {bind} | {s['all_colours']:.3f} | {s.get('colours_fixed', '-')} "
+                    f"| {s.get('colours_broken', '-')} | {seg} | {s['stray_pixels']:.3f} | {s['s_per_image']:.3f} |")
     return "\n".join(rows)
 
 
