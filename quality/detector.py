@@ -120,3 +120,29 @@ def judge(found: Sequence[Found], wanted: Sequence[tuple[str, str]]) -> Verdict:
     shapes = {f.shape for f in found}
     return Verdict(tuple((c, s) in pairs for c, s in wanted), tuple(c in colours for c, _ in wanted),
                    tuple(s in shapes for _, s in wanted))
+
+
+def accuracy(scenes: int = 1000, seed: int = 999) -> dict:
+    """The detector on ground-truth scenes (held-out pairs included): exact scenes, object recall, and how
+    often a wrong shape in a drawn object's colour is rejected."""
+    from .dataset import SHAPES, render, sample_scene
+
+    exact = found_objects = objects = rejected = negatives = 0
+    for i in range(scenes):
+        scene = sample_scene(seed, i, train=False)
+        found = detect(render(scene))
+        wanted = [(o.colour, o.shape) for o in scene.objects]
+        exact += sorted((f.colour, f.shape) for f in found) == sorted(wanted)
+        found_objects += sum(judge(found, wanted).present)
+        objects += len(wanted)
+        for colour, shape in wanted:
+            for other in SHAPES:
+                if other != shape:
+                    negatives += 1
+                    rejected += not judge(found, [(colour, other)]).present[0]
+    return {"scenes": scenes, "exact": exact / scenes, "objects": objects, "object_recall": found_objects / objects,
+            "negatives": negatives, "wrong_shape_rejected": rejected / negatives}
+
+
+if __name__ == "__main__":
+    print(accuracy())
