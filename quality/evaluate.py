@@ -1,0 +1,345 @@
+"""Neglect benchmark: sample each prompt with the same seeds plain and with A-STAR variants through the
+extension's engine (SegretSession.before_model_call inside a k-diffusion or DDIM sampler loop, as the WebUI
+drives it), detect the objects and compare.
+
+    python -m quality.evaluate --prompts quality/prompts/report.txt --seeds 20 --sampler euler --steps 20
+
+A prompt file has one line per prompt: `prompt | concept, concept` (`#` starts a comment). The objects to
+find are the "<colour> <shape>" phrases of the prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segret_lib.capture import cross_attention_modules
+from segret_lib.checkpointing import unet_blocks
+from segret_lib.params import SegretParams
+from segret_lib.session import PassInfo, SegretSession
+from segret_lib.tokens import map_concepts
+from tests.thirdparty import k_diffusion
+
+from .dataset import COLOURS, SHAPES, SIZE
+from .detector import detect, judge, stray_share
+from .model import WEIGHTS, ShapesLDM, load
+
+VARIANTS: dict[str, dict | None] = {
+    "plain": None,
+    "astar": {},
+    "seg_only": {"ret_weight": 0.0},
+    "ret_only": {"seg_weight": 0.0},
+}
+OBJECT_RE = re.compile(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    prompt: str
+    concepts: tuple[str, ...]
+    objects: tuple[tuple[str, str], ...]
+
+
+def read_prompts(path: Path) -> list[PromptSpec]:
+    """Parse a prompt file (`prompt | concepts` per line)."""
+    specs = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        prompt, _, concepts = (part.strip() for part in line.partition("|"))
+        objects = tuple(OBJECT_RE.findall(prompt.lower()))
+        if not objects:
+            raise ValueError(f"no '<colour> <shape>' object in prompt {prompt!r} (colours {list(COLOURS)}, "
+                             f"shapes {list(SHAPES)})")
+        specs.append(PromptSpec(prompt, tuple(c.strip() for c in concepts.split(",") if c.strip()), objects))
+    return specs
+
+
+def seed_noise(seeds: Sequence[int]) -> torch.Tensor:
+    """Unit Gaussian noise [len(seeds), 3, SIZE, SIZE], one generator per seed (same in every process)."""
+    return torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(int(s)))
+                      for s in seeds])
+
+
+class CFGDenoiser:
+    """k-diffusion model wrapper shaped like the WebUI's CFG denoiser; calls the session before each evaluation.
+
+    The guided prediction of the clean image is clipped to [-1, 1], as pixel-space samplers do (DDPM's
+    clip_denoised; the DDIM loop below does the same): without it this small model's errors at high noise
+    accumulate into tinted, grainy images."""
+
+    def __init__(self, denoiser, cond: torch.Tensor, uncond: torch.Tensor, scale: float,
+                 session: SegretSession | None) -> None:
+        self.denoiser, self.cond, self.uncond, self.scale, self.session = denoiser, cond, uncond, scale, session
+
+    def run_unet(self, x: torch.Tensor, sigma: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        return self.denoiser(x, sigma, cond={"c_crossattn": [self.cond[list(rows)]]})
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
+        if self.session is not None:
+            self.session.before_model_call(x, sigma, self.run_unet)
+        n = x.shape[0]
+        out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                            cond={"c_crossattn": [torch.cat([self.cond, self.uncond])]})
+        return (out[n:] + (out[:n] - out[n:]) * self.scale).clamp(-1, 1)
+
+    def callback(self, _info) -> None:
+        if self.session is not None:
+            self.session.on_sampler_callback()
+
+
+@dataclass
+class Engine:
+    """The trained model, its k-diffusion denoiser, and a builder for SegretSessions."""
+
+    model: ShapesLDM
+    denoiser: object = field(init=False)
+
+    def __post_init__(self) -> None:
+        _, external = k_diffusion()
+        self.denoiser = external.CompVisDenoiser(self.model)
+
+    def session(self, specs: Sequence[PromptSpec], params: SegretParams) -> SegretSession:
+        """A session for one batch; each image gets its own prompt's concepts (params holds the settings)."""
+        found, n_real = [], []
+        for spec in specs:
+            pt = self.model.text.prompt_tokens(spec.prompt)
+            concepts, warnings = map_concepts(pt, spec.concepts, self.model.text.encode, self.model.text.decode)
+            if warnings:
+                raise ValueError(f"{spec.prompt!r}: {'; '.join(warnings)}")
+            found.append(concepts)
+            n_real.append(pt.n_real)
+        return SegretSession(params, cross_attention_modules(self.model.unet), found, n_real,
+                             blocks=unet_blocks(self.model.unet))
+
+    @torch.no_grad()
+    def sample(self, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int, cfg: float,
+               params: SegretParams | None) -> tuple[torch.Tensor, SegretSession | None]:
+        """Images [n, 3, SIZE, SIZE] in [0, 1], one per (prompt, seed) row."""
+        n = len(seeds)
+        if len(specs) != n:
+            raise ValueError("one prompt per seed is needed")
+        cond = self.model.text([spec.prompt for spec in specs])
+        uncond = self.model.text([""] * n)
+        session = self.session(specs, params) if params is not None else None
+        noise = seed_noise(seeds)
+        try:
+            if sampler == "euler":
+                ks, _ = k_diffusion()
+                sigmas = self.denoiser.get_sigmas(steps)
+                model = CFGDenoiser(self.denoiser, cond, uncond, cfg, session)
+                if session is not None:
+                    session.begin_pass(PassInfo((SIZE, SIZE), steps, "sigma", "first_order"))
+                out = ks.sample_euler(model, noise * sigmas[0], sigmas, callback=model.callback, disable=True)
+            elif sampler == "ddim":
+                out = self._ddim(noise, cond, uncond, steps, cfg, session)
+            else:
+                raise ValueError(f"unknown sampler {sampler!r}: euler or ddim")
+        finally:
+            if session is not None:
+                session.close()
+        return ((out.clamp(-1, 1) + 1) / 2).float(), session
+
+    def _ddim(self, z: torch.Tensor, cond, uncond, steps: int, cfg: float,
+              session: SegretSession | None) -> torch.Tensor:
+        """Deterministic DDIM (eta 0) on integer timesteps, WebUI-style uniform spacing; the session sees
+        the DDPM latent and the timestep ("timestep" parameterization)."""
+        ac = self.model.alphas_cumprod
+        stride = len(ac) // steps
+        ts = [min(i * stride + 1, len(ac) - 1) for i in range(steps)][::-1]
+        unet = self.model.unet
+
+        def run_unet(x, t, rows):
+            return unet(x, t, context=cond[list(rows)])
+
+        if session is not None:
+            session.begin_pass(PassInfo((SIZE, SIZE), steps, "timestep", "first_order"))
+        n = z.shape[0]
+        for i, t in enumerate(ts):
+            tt = torch.full((n,), float(t))
+            if session is not None:
+                session.before_model_call(z, tt, run_unet)
+            e = unet(torch.cat([z, z]), torch.cat([tt, tt]), context=torch.cat([cond, uncond]))
+            eps = e[n:] + (e[:n] - e[n:]) * cfg
+            a = ac[t]
+            a_prev = ac[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
+            x0 = ((z - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)  # pixel-space DDIM clips x0
+            eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
+            z = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+            if session is not None:
+                session.on_sampler_callback()
+        return z
+
+
+@dataclass
+class Record:
+    prompt: str
+    seed: int
+    present: list[bool]
+    all_present: bool
+    binding_ok: bool | None
+    seg_first: float | None
+    seg_last: float | None
+    stray: float = 0.0
+    colours_present: bool = False  # every requested colour drawn (any shape): the neglect signal alone
+
+
+def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int,
+                cfg: float, changes: dict | None, base: dict, batch: int = 128,
+                keep_images: int = 0) -> tuple[list[Record], float, list[np.ndarray]]:
+    """Sample and judge every prompt x seed (batches mix prompts); returns records, seconds per image and the
+    first `keep_images` images (seed-major order: every prompt's first seed first)."""
+    jobs = [(spec, s) for s in seeds for spec in specs]
+    records: list[Record] = []
+    images: list[np.ndarray] = []
+    start = time.perf_counter()
+    for lo in range(0, len(jobs), batch):
+        part = jobs[lo:lo + batch]
+        params = None
+        if changes is not None:  # settings as one would enter them; concepts are per image (each prompt's own)
+            params = SegretParams.create(**{"enabled": True, "concepts": part[0][0].concepts, **base, **changes})
+        imgs, session = engine.sample([j[0] for j in part], [j[1] for j in part], sampler, steps, cfg, params)
+        segs = _seg_per_image(session, len(part)) if session is not None else [(None, None)] * len(part)
+        for img, (spec, s), seg in zip(imgs.permute(0, 2, 3, 1).numpy(), part, segs, strict=True):
+            v = judge(detect(img), spec.objects)
+            records.append(Record(spec.prompt, int(s), list(v.present), v.all_present,
+                                  (all(v.present) if v.binding_testable else None), *seg, stray_share(img),
+                                  all(v.colour_present)))
+            if len(images) < keep_images:
+                images.append(img)
+    n = max(len(records), 1)
+    return records, (time.perf_counter() - start) / n, images
+
+
+def _seg_per_image(session: SegretSession, n: int) -> list[tuple[float | None, float | None]]:
+    """L_seg at the first and the last refined step: the batch mean, given to each image of the batch (the
+    engine reports losses summed over the images it refined together)."""
+    results = [r for p in session.passes for r in p.results if "seg" in r.parts]
+    if not results:
+        return [(None, None)] * n
+    first = results[0].parts["seg"] / max(results[0].images, 1)
+    last = results[-1].parts["seg"] / max(results[-1].images, 1)
+    return [(first, last)] * n
+
+
+def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_image: float) -> dict:
+    """Rates of one variant, and fixed/broken counts against the plain records of the same prompts and seeds."""
+    n = len(records)
+    objs = [p for r in records for p in r.present]
+    testable = [r.binding_ok for r in records if r.binding_ok is not None]
+    firsts = [r.seg_first for r in records if r.seg_first is not None]
+    lasts = [r.seg_last for r in records if r.seg_last is not None]
+    out = {
+        "n": n,
+        "all_present": float(np.mean([r.all_present for r in records])) if n else 0.0,
+        "all_colours": float(np.mean([r.colours_present for r in records])) if n else 0.0,
+        "object_recall": float(np.mean(objs)) if objs else 0.0,
+        "binding_accuracy": float(np.mean(testable)) if testable else None,
+        "binding_n": len(testable),
+        "seg_first": float(np.mean(firsts)) if firsts else None,
+        "seg_last": float(np.mean(lasts)) if lasts else None,
+        "stray_pixels": float(np.mean([r.stray for r in records])) if n else 0.0,
+        "s_per_image": s_per_image,
+    }
+    if plain is not None:
+        base = {(r.prompt, r.seed): r.all_present for r in plain}
+        out["fixed"] = sum(r.all_present and not base[(r.prompt, r.seed)] for r in records)
+        out["broken"] = sum(base[(r.prompt, r.seed)] and not r.all_present for r in records)
+        colours = {(r.prompt, r.seed): r.colours_present for r in plain}
+        out["colours_fixed"] = sum(r.colours_present and not colours[(r.prompt, r.seed)] for r in records)
+        out["colours_broken"] = sum(colours[(r.prompt, r.seed)] and not r.colours_present for r in records)
+    return out
+
+
+def format_table(summaries: dict[str, dict]) -> str:
+    head = ("| variant | n | all objects | fixed | broken | object recall | colour binding | all colours "
+            "| fixed | broken | L_seg first->last | stray px | s/image |")
+    rows = [head, "|" + "---|" * 13]
+    for name, s in summaries.items():
+        seg = f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
+        bind = f"{s['binding_accuracy']:.3f} (n={s['binding_n']})" if s["binding_accuracy"] is not None else "-"
+        rows.append(f"| {name} | {s['n']} | {s['all_present']:.3f} | {s.get('fixed', '-')} | {s.get('broken', '-')} "
+                    f"| {s['object_recall']:.3f} | {bind} | {s['all_colours']:.3f} | {s.get('colours_fixed', '-')} "
+                    f"| {s.get('colours_broken', '-')} | {seg} | {s['stray_pixels']:.3f} | {s['s_per_image']:.3f} |")
+    return "\n".join(rows)
+
+
+def save_grid(columns: dict[str, list[np.ndarray]], path: Path, scale: int = 3, limit: int = 12) -> None:
+    """PNG: one row per prompt/seed pair, one column per variant (same seeds)."""
+    from PIL import Image, ImageDraw
+
+    names = list(columns)
+    rows = min(limit, *(len(v) for v in columns.values()))
+    cell, pad, head = SIZE * scale, 4, 14
+    grid = Image.new("RGB", (len(names) * (cell + pad) + pad, head + rows * (cell + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for c, name in enumerate(names):
+        draw.text((pad + c * (cell + pad), 1), name, fill=(0, 0, 0))
+        for r in range(rows):
+            img = Image.fromarray((columns[name][r] * 255).round().astype(np.uint8)).resize((cell, cell),
+                                                                                           Image.NEAREST)
+            grid.paste(img, (pad + c * (cell + pad), head + pad + r * (cell + pad)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=Path, required=True)
+    ap.add_argument("--seeds", type=int, default=16, help="seeds per prompt (0..N-1 after --seed-offset)")
+    ap.add_argument("--seed-offset", type=int, default=0)
+    ap.add_argument("--sampler", choices=("euler", "ddim"), default="euler")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="A-STAR setting for every refined variant, e.g. step_size=40")
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
+    ap.add_argument("--out", type=Path, default=None, help="JSON results path (a PNG grid is written beside it)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    ap.add_argument("--batch", type=int, default=128, help="images sampled together (prompts mixed)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    specs = read_prompts(args.prompts)
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    base = dict(kv.split("=", 1) for kv in args.set)
+    engine = Engine(load(args.weights))
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    if "plain" not in names:
+        names.insert(0, "plain")
+    results, summaries, grids = {}, {}, {}
+    for name in names:
+        records, spi, imgs = run_variant(engine, specs, seeds, args.sampler, args.steps, args.cfg, VARIANTS[name],
+                                         base, args.batch, keep_images=12)
+        results[name] = records
+        grids[name] = imgs
+        summaries[name] = summarize(records, results.get("plain") if name != "plain" else None, spi)
+    table = format_table(summaries)
+    print(f"{len(specs)} prompts x {len(seeds)} seeds, {args.sampler} {args.steps} steps, cfg {args.cfg}, "
+          f"settings {base or 'defaults'}")
+    print(table)
+    report = {"config": {k: str(v) for k, v in vars(args).items()}, "summaries": summaries,
+              "records": {k: [vars(r) for r in v] for k, v in results.items()}}
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        save_grid({k: grids[k] for k in names if k in ("plain", "astar")} if "astar" in names else grids,
+                  args.out.with_suffix(".png"))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""End to end, for correctness (not quality): procedural dataset -> committed weights -> sampling through
+SegretSession (Euler and DDIM) -> detector -> table. Training is not part of CI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from quality import dataset, evaluate
+from quality.detector import detect, judge
+from quality.model import WEIGHTS, load
+from segret_lib.params import SegretParams
+
+
+def test_scenes_are_deterministic_and_respect_held_out_pairs():
+    a, b = dataset.sample_scene(5, 17), dataset.sample_scene(5, 17)
+    assert a == b and np.array_equal(dataset.render(a), dataset.render(b))
+    seen = set()
+    for i in range(400):
+        scene = dataset.sample_scene(5, i)
+        assert 1 <= len(scene.objects) <= 2
+        assert len({o.colour for o in scene.objects}) == len(scene.objects)
+        assert scene.caption.startswith("a ") and all(o.phrase in scene.caption for o in scene.objects)
+        seen.update((o.colour, o.shape) for o in scene.objects)
+    assert not seen & dataset.HELD_OUT
+    assert {(o.colour, o.shape) for i in range(400)
+                                for o in dataset.sample_scene(5, i, train=False).objects} >= dataset.HELD_OUT
+
+
+def test_detector_reads_ground_truth_and_rejects_wrong_shapes():
+    for i in range(60):
+        scene = dataset.sample_scene(99, i, train=False)
+        found = detect(dataset.render(scene))
+        wanted = [(o.colour, o.shape) for o in scene.objects]
+        assert sorted((f.colour, f.shape) for f in found) == sorted(wanted), (i, scene, found)
+        wrong = [(c, next(s for s in dataset.SHAPES if s != sh)) for c, sh in wanted]
+        assert not any(judge(found, wrong).present)
+    blank = np.full((dataset.SIZE, dataset.SIZE, 3), dataset.BACKGROUND, dtype=np.float32)
+    assert detect(blank) == []
+
+
+def test_committed_weights_match_their_hash():
+    meta = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    assert hashlib.sha256(WEIGHTS.read_bytes()).hexdigest() == meta["sha256"]
+    assert WEIGHTS.stat().st_size < 25 * 2**20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on a shared CPU (10x slower with two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return evaluate.Engine(load())
+
+
+def test_seeds_are_paired_independently_of_batching():
+    torch.testing.assert_close(evaluate.seed_noise([3]), evaluate.seed_noise([1, 3])[1:])
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim"])
+def test_refinement_runs_through_the_engine_and_moves_the_image(engine, sampler):
+    spec = evaluate.PromptSpec("a red circle and a blue square", ("red circle", "blue square"),
+                               (("red", "circle"), ("blue", "square")))
+    params = SegretParams(enabled=True, concepts=spec.concepts)
+    plain, none = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, None)
+    again, _ = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, None)
+    refined, session = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, params)
+    assert none is None and torch.equal(plain, again)  # deterministic
+    assert plain.shape == refined.shape == (2, 3, dataset.SIZE, dataset.SIZE)
+    assert float(refined.min()) >= 0.0 and float(refined.max()) <= 1.0
+    results = session.passes[0].results
+    assert len(results) == 4 and all(r.updates == 1 for r in results) and not session.warnings
+    assert 0.0 < results[0].parts["seg"] / 2 <= 0.5
+    assert (refined - plain).abs().max() > 1e-3
+    assert session.capture.installed is False  # hooks removed
+
+
+def test_evaluate_command_writes_table_json_and_grid(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("# comment\na red circle and a blue square | red circle, blue square\n"
+                       "a green triangle and a yellow square | triangle, square\n")
+    out = tmp_path / "r.json"
+    report = evaluate.main(["--prompts", str(prompts), "--seeds", "2", "--steps", "3",
+                            "--variants", "astar,ret_only", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "| plain | 4 |" in text and "| astar | 4 |" in text and "| ret_only | 4 |" in text
+    saved = json.loads(out.read_text())
+    assert saved["summaries"] == json.loads(json.dumps(report["summaries"]))
+    for name, s in saved["summaries"].items():
+        assert s["n"] == 4 and 0.0 <= s["all_present"] <= 1.0 and 0.0 <= s["object_recall"] <= 1.0
+        if name != "plain":
+            assert 0 <= s["fixed"] + s["broken"] <= 4
+    assert saved["summaries"]["astar"]["seg_first"] is not None
+    assert saved["summaries"]["ret_only"]["seg_first"] is None  # no segregation term computed
+    plain = {(r["prompt"], r["seed"]) for r in saved["records"]["plain"]}
+    assert plain == {(r["prompt"], r["seed"]) for r in saved["records"]["astar"]}
+    assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no '<colour> <shape>' object"):
+        evaluate.read_prompts(_write(tmp_path / "bad.txt", "a cat and a dog | cat, dog\n"))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
