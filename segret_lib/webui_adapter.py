@@ -130,6 +130,7 @@ class SegretScript(scripts.Script):
     # ------------------------------------------------------------------ one sampling pass
     def _begin_pass(self, p, gen: Generation, hires: bool, x: torch.Tensor | None) -> None:
         if gen.out_of_memory:
+            gen.warn("out of memory in an earlier batch; A-STAR switched off for this generation")
             return
         sampler = p.sampler
         prompts = list(getattr(p, "hr_prompts", None) or p.prompts) if hires else list(p.prompts)

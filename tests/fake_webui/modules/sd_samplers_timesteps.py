@@ -85,8 +85,7 @@ class CompVisSampler(sd_samplers_common.Sampler):
         self.model_wrap = self.model_wrap_cfg.inner_model
 
     def get_timesteps(self, p, steps):
-        # as the WebUI: one more timestep when 1000 is not a multiple of steps (6 steps -> 7 timesteps)
-        return torch.clip(torch.arange(0, 1000, 1000 // steps) + 1, 0, 999)
+        return torch.clip(torch.arange(0, 1000, 1000 // steps)[:steps] + 1, 0, 999)
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps = steps or p.steps
