@@ -214,3 +214,38 @@ def test_xyz_axis_before_and_after_reload_ui(webui):
     assert astar_axis(webui) == index
     assert "[A-STAR] Segregation weight" in str(webui.get("/config"))
     xyz_check(webui, index)
+
+
+LONG_PROMPT = "a cat " + " ".join(["blue"] * 140) + " and a dog"
+
+
+@pytest.mark.parametrize("prompt", ["a photo of a cat BREAK a dog", "a photo of a cat AND a photo of a dog",
+                                    LONG_PROMPT], ids=["break", "and", "150-tokens"])
+def test_concepts_past_the_first_chunk_and_in_and_subprompts(webui, prompt):
+    """The WebUI's own tokenize_line / multicond conditioning: 'dog' in chunk 2, in sub-prompt 2, at token ~145."""
+    res = webui.txt2img(**request(prompt=prompt, alwayson_scripts=ON))
+    info = params(res)
+    record(webui, f"prompt {prompt[:40]}", info)
+    assert "A-STAR warnings" not in info, info
+    assert result_counts(info["A-STAR result"]) == [(6, 6)], info
+
+
+def test_prompt_editing_refines_each_word_where_it_is(webui):
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog, bird"}]}}
+    res = webui.txt2img(**request(prompt="a photo of a [cat:dog:0.5] and a bird", alwayson_scripts=args))
+    info = params(res)
+    record(webui, "prompt editing", info)
+    # the WebUI's schedule at 6 steps: [[3, '... cat ...'], [6, '... dog ...']], used while step <= end_at_step
+    assert "'cat' is in the prompt only at steps 1-4 of 6" in info["A-STAR warnings"], info
+    assert "'dog' is in the prompt only at steps 5-6 of 6" in info["A-STAR warnings"], info
+    assert result_counts(info["A-STAR result"]) == [(6, 6)], info
+
+
+def test_attend_and_excite_method(webui, plain):
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "method": "Attend-and-Excite"}]}}
+    res = webui.txt2img(**request(alwayson_scripts=args))
+    info = params(res)
+    record(webui, "attend-and-excite", info)
+    assert info.get("A-STAR method") == "Attend-and-Excite", info
+    assert "L_A&E" in info["A-STAR result"] and result_counts(info["A-STAR result"]) == [(3, 6)], info
+    assert res["pixels"][0] != plain["pixels"][0]
