@@ -75,7 +75,7 @@ class WordEncoder(nn.Module):
 
     def ids(self, prompts: list[str]) -> torch.Tensor:
         """[B, 77] CLIP ids: start, the first 75 tokens, end, end-padding (SD1)."""
-        return torch.tensor([list(self.prompt_tokens(p).ids) for p in prompts])
+        return torch.tensor([list(self.prompt_tokens(p).ids[:CONTEXT_TOKENS]) for p in prompts])
 
     def forward(self, prompts: list[str]) -> torch.Tensor:
         e = self.embed(self.lookup[self.ids(prompts).to(self.lookup.device)])
