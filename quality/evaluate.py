@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict | None] = {
     "astar": {},
     "seg_only": {"ret_weight": 0.0},
     "ret_only": {"seg_weight": 0.0},
+    "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
 }
 OBJECT_RE = re.compile(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b")
 
