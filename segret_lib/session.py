@@ -290,14 +290,15 @@ class SegretSession:
             self._layers = len(probs)
         avg = torch.stack(probs).mean(dim=0)[:len(pairs)]  # [pairs, N, K]; CFG layout: the cond rows come first
         p = self.params
-        maps: dict[tuple[int, int], torch.Tensor] = {}
-        for j, (_, row, part) in enumerate(pairs):
-            held = [c for c in self.concepts[row] if c.part == part]
-            for c, m in zip(held, concept_maps(avg[j], hw, self._keys(row, part), held, p.softmax_temperature,
-                                               p.token_combine, p.smooth_kernel, p.smooth_sigma), strict=True):
-                maps[row, id(c)] = m
-        return [torch.stack([maps[row, id(c)] for c in self.concepts[row]]) if self.concepts[row]
-                else avg.new_zeros((0, *hw)) for row in rows]
+        maps: dict[int, list[torch.Tensor]] = {row: [None] * len(self.concepts[row]) for row in rows}
+        for j, (_, row, part) in enumerate(pairs):  # each sub-prompt's concepts, put back in the concepts' order
+            slots = [k for k, c in enumerate(self.concepts[row]) if c.part == part]
+            held = [self.concepts[row][k] for k in slots]
+            found = concept_maps(avg[j], hw, self._keys(row, part), held, p.softmax_temperature, p.token_combine,
+                                 p.smooth_kernel, p.smooth_sigma)
+            for k, m in zip(slots, found, strict=True):
+                maps[row][k] = m
+        return [torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
 
     def _keys(self, row: int, part: int) -> int | Sequence[int]:
         keys = self.n_real[row]
