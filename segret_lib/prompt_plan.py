@@ -60,8 +60,11 @@ class PromptPlan:
                 mapped.append(part_mapped)
             self._mapped.append(mapped)
             total = max((s[-1].end_at_step for s in parts if s), default=1)
-            for word in self.words:
-                steps = [step for step in range(total) if any(c.word == word for c in self._at(image, step))]
+            present: dict[str, list[int]] = {word: [] for word in self.words}  # word -> the steps it is used at
+            for step in range(total):
+                for c in self._at(image, step):
+                    present[c.word].append(step)
+            for word, steps in present.items():
                 self.found_any = self.found_any or bool(steps)
                 if not steps:
                     self._warn(reasons.get(word) or f"'{word}' is not in the prompt")
