@@ -1,4 +1,5 @@
-"""A-STAR (attention segregation & retention) for the WebUI; the engine lives in segret_lib.
+"""A-STAR (attention segregation & retention) for the AUTOMATIC1111 WebUI and WebUI Forge; the engine lives
+in segret_lib, the host (chosen at run time) in segret_lib.webui_adapter or segret_lib.forge_adapter.
 
 The WebUI re-executes this file on "Reload UI" after clearing every script callback, so the callbacks are
 registered here, not in a segret_lib module (those stay cached in sys.modules).
@@ -6,6 +7,10 @@ registered here, not in a segret_lib module (those stay cached in sys.modules).
 
 from modules import script_callbacks
 
-from segret_lib.webui_adapter import SegretScript, add_xyz_axes  # noqa: F401  (the WebUI registers Script subclasses found here)
+from segret_lib.hosts import adapter
+
+_host = adapter()
+SegretScript = _host.SegretScript  # the WebUI registers the Script subclasses found in this module
+add_xyz_axes = _host.add_xyz_axes
 
 script_callbacks.on_before_ui(add_xyz_axes)

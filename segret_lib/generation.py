@@ -3,10 +3,15 @@ attention-map grids and what the out-of-memory fallbacks decided (host-free)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from .params import SegretParams
 from .patching import InstancePatches
 from .session import SegretSession
 from .visualize import session_grids
+
+log = logging.getLogger("segret")
 
 
 class Generation:
@@ -19,6 +24,7 @@ class Generation:
         self.batch_summary = ""  # the last finished batch's result, for its images' infotext
         self.session: SegretSession | None = None
         self.sampler_patches = InstancePatches()
+        self.pass_cleanups: list[Callable[[], object]] = []  # what a host set up for the current pass, undone
         self.grids: list = []
         self.summaries: list[str] = []
         # what out-of-memory fallbacks decided carries over to the next batch of the same generation
@@ -41,6 +47,11 @@ class Generation:
 
     def end_pass(self) -> None:
         self.sampler_patches.restore()
+        while self.pass_cleanups:  # newest first; each runs once, also when an earlier one failed
+            try:
+                self.pass_cleanups.pop()()
+            except Exception:  # a host's undo must not keep the others from running
+                log.exception("A-STAR: undoing a host's pass setup failed")
         if self.session is not None:
             self.session.end_pass()
 

@@ -83,7 +83,8 @@ def encode_word(encoder, word: str) -> list[int]:
 
 def decode_tokens(encoder):
     """A token decoder for error messages, if the encoder exposes one."""
-    tok = getattr(getattr(encoder, "wrapped", None), "tokenizer", None)
+    # A1111: the embedder wraps the CLIP model that holds the tokenizer; Forge: the text processing engine holds it
+    tok = getattr(getattr(encoder, "wrapped", None), "tokenizer", None) or getattr(encoder, "tokenizer", None)
     if tok is not None and hasattr(tok, "decode"):
         return lambda ids: tok.decode(ids)
     return None

@@ -9,7 +9,7 @@ import torch
 from modules import infotext_utils, shared
 from modules.sd_models import TinySDModel
 
-from segret_lib import webui_adapter
+from segret_lib import script_lifecycle
 from segret_lib.capture import cross_attention_modules
 from tests.fake_webui import lora_networks
 from tests.test_webui_extension import ON, assert_clean, latents, without_extension
@@ -152,8 +152,9 @@ def test_each_batch_has_its_own_infotext(host):
 
 def test_step_counts_follow_what_the_sampler_ran(host, monkeypatch):
     """A sampler that runs more steps than asked (the WebUI's UniPC runs 7 at 6 steps): the total follows it."""
-    original = webui_adapter._pass_steps
-    monkeypatch.setattr(webui_adapter, "_pass_steps", lambda denoiser, fallback: original(denoiser, fallback) - 1)
+    original = script_lifecycle.pass_steps
+    monkeypatch.setattr(script_lifecycle, "pass_steps",
+                        lambda host, denoiser, fallback: original(host, denoiser, fallback) - 1)
     _, res = host.txt2img(script_args=host.args(**ON), steps=6)  # the host says 5 steps, the sampler runs 6
     assert info_of(res)["A-STAR result"].startswith("first pass: 6/6 steps"), info_of(res)
 

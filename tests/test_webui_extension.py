@@ -9,7 +9,7 @@ import torch
 from modules import infotext_utils, processing, script_callbacks, scripts, sd_samplers, shared
 from modules.api import api
 
-from segret_lib import script_args, script_ui, webui_adapter, xyz_axes
+from segret_lib import script_args, script_lifecycle, script_ui, xyz_axes
 from segret_lib.capture import cross_attention_modules
 from segret_lib.checkpointing import unet_blocks
 from segret_lib.params import UI_FIELDS
@@ -138,7 +138,7 @@ def test_dpm_fast_refines_once_per_solver_step(host, monkeypatch):
     evaluation of each, so the callback cannot mark where a step starts."""
     created = spy_samplers(monkeypatch)
     callbacks = []
-    monkeypatch.setattr(webui_adapter.SegretSession, "on_sampler_callback",
+    monkeypatch.setattr(script_lifecycle.SegretSession, "on_sampler_callback",
                         lambda self: callbacks.append(1) or self.tracker.on_callback())
     plain = without_extension(host, steps=5, sampler_name="DPM fast")
     p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=5, sampler_name="DPM fast")
@@ -151,13 +151,13 @@ def test_dpm_fast_refines_once_per_solver_step(host, monkeypatch):
 
 def test_timestep_sampler_uses_unit_scale(host, monkeypatch):
     seen = []
-    original = webui_adapter.SegretSession.begin_pass
+    original = script_lifecycle.SegretSession.begin_pass
 
     def spy(self, info):
         seen.append((info.parameterization, info.pattern))
         return original(self, info)
 
-    monkeypatch.setattr(webui_adapter.SegretSession, "begin_pass", spy)
+    monkeypatch.setattr(script_lifecycle.SegretSession, "begin_pass", spy)
     host.txt2img(script_args=host.args(**ON), steps=3, sampler_name="DDIM")
     host.txt2img(script_args=host.args(**ON), steps=3, sampler_name="Heun")
     assert seen == [("timestep", "first_order"), ("sigma", "second_order")]
@@ -182,13 +182,13 @@ def test_textual_inversion_embedding_name_as_a_concept(host, monkeypatch):
     monkeypatch.setattr(encoder, "embeddings", {})
     encoder.add_embedding("tinycat", vectors=3)
     seen = []
-    original = webui_adapter.SegretSession.begin_pass
+    original = script_lifecycle.SegretSession.begin_pass
 
     def spy(self, info):
         seen.append([(c.word, c.positions) for c in self.concepts[0]])
         return original(self, info)
 
-    monkeypatch.setattr(webui_adapter.SegretSession, "begin_pass", spy)
+    monkeypatch.setattr(script_lifecycle.SegretSession, "begin_pass", spy)
     p, res = host.txt2img(prompt="a photo of (tinycat:1.1) and a dog",
                           script_args=host.args(enabled=True, concepts="tinycat, dog"), steps=3)
     # "a photo of" are tokens 1-3, the embedding's 3 vectors 4-6, "and a dog" 7-9
@@ -332,7 +332,7 @@ def test_low_vram_setting_refines_like_the_normal_pass(host):
 
 # ------------------------------------------------------------------------------------------------- cleanup
 def test_interrupt_mid_sampling_unhooks(host):
-    original = webui_adapter.SegretSession.before_model_call
+    original = script_lifecycle.SegretSession.before_model_call
     count = []
 
     def interrupt_after_two(self, x, sigma, run, run_cfg=None):
@@ -341,11 +341,11 @@ def test_interrupt_mid_sampling_unhooks(host):
             shared.state.interrupt()
         return original(self, x, sigma, run, run_cfg)
 
-    webui_adapter.SegretSession.before_model_call = interrupt_after_two
+    script_lifecycle.SegretSession.before_model_call = interrupt_after_two
     try:
         p, res = host.txt2img(script_args=host.args(**ON), steps=6)
     finally:
-        webui_adapter.SegretSession.before_model_call = original
+        script_lifecycle.SegretSession.before_model_call = original
         shared.state.begin()
     assert len(res.latents) == 1 and len(count) == 2
     assert_clean(host, p)

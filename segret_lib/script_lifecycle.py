@@ -1,0 +1,285 @@
+"""The A-STAR script's life cycle, shared by every WebUI-like host (AUTOMATIC1111, Forge): arguments, infotext,
+per-pass setup, the sampler's forward/callback hooks and the cleanup that runs even when a generation fails.
+
+Host-free: everything that differs between hosts (the tokenizer, the UNet, the model call, gradient guards,
+memory) comes through a `Host` object; the host files (webui_adapter.py, forge_adapter.py) define the Script
+class as `class SegretScript(ScriptLifecycle, <host>.scripts.Script)` with their host. A third host is one more
+such file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import cross_attention_modules
+from .checkpointing import unet_blocks
+from .generation import Generation
+from .params import INFOTEXT_PREFIX, ParamError
+from .prompt_plan import PromptPlan
+from .schedule import evaluation_pattern
+from .script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
+from .script_ui import build_ui
+from .session import PassInfo, SegretSession
+
+log = logging.getLogger("segret")
+
+TITLE = "A-STAR"
+WARNINGS_KEY = f"{INFOTEXT_PREFIX} warnings"
+RESULT_KEY = f"{INFOTEXT_PREFIX} result"
+
+RunUnet = Callable[..., Any]
+
+
+class Host:
+    """What one host provides. Subclasses override what differs; the defaults suit the A1111 script API."""
+
+    name = "webui"
+    always_visible: Any = True  # scripts.AlwaysVisible
+    input_accordion: Any = None  # modules.ui_components.InputAccordion
+
+    def stopped(self) -> bool:
+        """The user interrupted or skipped the current image."""
+        return False
+
+    def use_old_scheduling(self) -> bool:
+        return False
+
+    def prompt_plan(self, sd_model, prompts: list[str], concepts, steps: int, hires_steps: int | None) -> PromptPlan:
+        raise NotImplementedError
+
+    def unet(self, sd_model) -> nn.Module:
+        """The UNet (diffusion_model) whose cross-attention layers are captured."""
+        raise NotImplementedError
+
+    def is_timestep_sampler(self, sampler) -> bool:
+        """Whether the CFG denoiser receives timesteps (DDIM/PLMS/UniPC) rather than sigmas."""
+        return type(sampler).__name__ == "CompVisSampler" or hasattr(sampler, "alphas_cumprod")
+
+    def prepare_pass(self, p, gen: Generation, unet: nn.Module) -> None:
+        """Host-specific setup of one sampling pass (gradient guards, memory); undone by gen.end_pass()."""
+
+    def runners(self, p, denoiser, session: SegretSession, cond, uncond, image_cond) -> tuple[RunUnet, RunUnet]:
+        """(conditional-only runner, CFG-layout runner) for one model call of the sampler (see session.RunUnet)."""
+        raise NotImplementedError
+
+
+class ScriptLifecycle:
+    """The AlwaysOn script's methods; mixed into each host's scripts.Script subclass, which sets `host`."""
+
+    host: Host = Host()
+    sorting_priority = 20
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen: Generation | None = None
+
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool):
+        return self.host.always_visible
+
+    # ------------------------------------------------------------------ UI
+    def ui(self, is_img2img: bool):
+        parts = build_ui(is_img2img, self.host.input_accordion)
+        self.infotext_fields, self.paste_field_names = parts.infotext_fields, parts.paste_field_names
+        return parts.components
+
+    # ------------------------------------------------------------------ generation lifecycle
+    def process(self, p, *args) -> None:
+        self._cleanup()  # a previous generation that died before postprocess
+        # X/Y/Z plot cells are shallow copies of one p and share extra_generation_params: drop our old entries
+        for key in [k for k in p.extra_generation_params if str(k).startswith(f"{INFOTEXT_PREFIX} ")]:
+            del p.extra_generation_params[key]
+        try:
+            params = params_from_args(args, getattr(p, OVERRIDES_ATTR, None))
+        except ParamError as e:
+            if looks_enabled(args):
+                print(f"[A-STAR] not applied: {e}")
+                p.extra_generation_params[WARNINGS_KEY] = f"not applied: {e}"
+            return
+        if not params.enabled:
+            return
+        self.gen = Generation(params)
+        p.extra_generation_params.update(params.to_infotext())
+        chain_close(p, self._cleanup)
+
+    def process_batch(self, p, *args, **kwargs) -> None:
+        gen = self.gen
+        if gen is None:
+            return
+        # the WebUI builds each image's infotext from p.extra_generation_params right after its batch: the
+        # entries of the previous batch must not carry over
+        gen.begin_batch()
+        write_batch_infotext(p, gen)
+
+    def process_before_every_sampling(self, p, *args, **kwargs) -> None:
+        gen = self.gen
+        if gen is None:
+            return
+        gen.end_pass()
+        hires = bool(getattr(p, "is_hr_pass", False))
+        if hires and not gen.params.hires:
+            return
+        try:
+            self._begin_pass(p, gen, hires, kwargs.get("x"))
+        except Exception as e:  # never break the generation
+            log.exception("A-STAR setup failed")
+            gen.warn(f"not applied to this pass: {type(e).__name__}: {e}")
+            gen.end_pass()
+        write_batch_infotext(p, gen)
+
+    def postprocess_batch(self, p, *args, **kwargs) -> None:
+        gen = self.gen
+        if gen is None:
+            return
+        gen.end_batch()
+        write_batch_infotext(p, gen)
+
+    def postprocess(self, p, processed, *args) -> None:
+        gen = self.gen
+        if gen is None:
+            return
+        gen.close()
+        if gen.grids:
+            info = processed.infotexts[0] if getattr(processed, "infotexts", None) else ""
+            processed.images.extend(gen.grids)
+            if getattr(processed, "infotexts", None) is not None:
+                processed.infotexts.extend([info] * len(gen.grids))
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.gen is not None:
+            self.gen.close()
+            self.gen = None
+
+    # ------------------------------------------------------------------ one sampling pass
+    def _begin_pass(self, p, gen: Generation, hires: bool, x: torch.Tensor | None) -> None:
+        if gen.out_of_memory:
+            gen.warn("out of memory in an earlier batch; A-STAR switched off for this generation")
+            return
+        host = self.host
+        sampler = p.sampler
+        prompts = list(getattr(p, "hr_prompts", None) or p.prompts) if hires else list(p.prompts)
+        steps = int((getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else p.steps)
+        config = getattr(sampler, "config", None)
+        plan = host.prompt_plan(p.sd_model, prompts, gen.params.concepts, *schedule_steps(p, config, hires))
+        for w in plan.warnings:
+            gen.warn(w)
+        concepts, keys = plan.at_step(0)
+        if not plan.found_any:
+            gen.warn("none of the concepts is in the prompt; nothing to refine")
+            return
+        if (gen.params.method == "astar" and len(gen.params.concepts) > 1 and all(len(c) < 2 for c in concepts if c)
+                and gen.params.ret_weight == 0):
+            gen.warn("segregation needs two concepts in the prompt")
+        unet = host.unet(p.sd_model)
+        host.prepare_pass(p, gen, unet)
+        if gen.session is None:
+            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, keys,
+                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram,
+                                        model=unet, layout=gen.layout)
+        else:
+            gen.session.set_tokens(concepts, keys)
+        latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)
+        name = getattr(config, "name", None) or getattr(p, "sampler_name", "") or ""
+        second = getattr(config, "options", {}).get("second_order") if config is not None else None
+        timestep = host.is_timestep_sampler(sampler)
+        info = PassInfo(latent, steps, "timestep" if timestep else "sigma", evaluation_pattern(name, second),
+                        "hires pass" if hires else "first pass")
+        gen.session.begin_pass(info)
+        self._hook_sampler(p, sampler, gen, plan)
+
+    def _hook_sampler(self, p, sampler, gen: Generation, plan: PromptPlan) -> None:
+        host = self.host
+        session = gen.session
+        denoiser = sampler.model_wrap_cfg
+        first_call = [True]
+        in_use = [plan.key(0)]  # the prompt-editing entries the session's token positions belong to
+
+        def make_forward(original):
+            def forward(x, sigma, *args, **kwargs):
+                if not forward.segret_inert and not host.stopped():
+                    if first_call[0]:
+                        first_call[0] = False
+                        session.set_total_steps(pass_steps(host, denoiser, session.current.total_steps))
+                    step = int(getattr(denoiser, "step", 0) or 0)
+                    if plan.key(step) != in_use[0]:  # prompt editing switched the conditioning rows
+                        in_use[0] = plan.key(step)
+                        session.set_tokens(*plan.at_step(step))
+                    uncond = kwargs.get("uncond", args[0] if len(args) > 0 else None)
+                    cond = kwargs.get("cond", args[1] if len(args) > 1 else None)
+                    image_cond = kwargs.get("image_cond", args[4] if len(args) > 4 else None)
+                    session.before_model_call(x, sigma, *host.runners(p, denoiser, session, cond, uncond, image_cond))
+                return original(x, sigma, *args, **kwargs)
+
+            return forward
+
+        def make_callback(original):
+            def callback_state(d):
+                if not callback_state.segret_inert:
+                    session.on_sampler_callback()
+                return original(d)
+
+            return callback_state
+
+        gen.sampler_patches.patch(denoiser, "forward", make_forward)
+        gen.sampler_patches.patch(sampler, "callback_state", make_callback)
+
+
+def pass_steps(host: Host, denoiser, fallback: int) -> int:
+    """The steps the sampler really runs (the host's sampling state, else the denoiser's, else `fallback`)."""
+    state = getattr(host, "state", None)
+    steps = getattr(state, "sampling_steps", 0) or getattr(denoiser, "steps", 0) or fallback
+    return int(steps)
+
+
+def schedule_steps(p, config, hires: bool) -> tuple[int, int | None]:
+    """(base_steps, hires_steps) as the WebUI passes them to the prompt scheduler for this pass: the sampler's
+    total steps (second-order samplers count two per step)."""
+    def total(steps: int) -> int:
+        return int(config.total_steps(steps)) if config is not None and hasattr(config, "total_steps") else steps
+
+    base = int(getattr(p, "firstpass_steps", 0) or total(int(p.steps)))
+    return (base, total(int(getattr(p, "hr_second_pass_steps", 0) or p.steps))) if hires else (base, None)
+
+
+def write_batch_infotext(p, gen: Generation) -> None:
+    """The current batch's warnings and result as infotext entries (absent when there are none)."""
+    for key, value in ((WARNINGS_KEY, "; ".join(gen.batch_warnings)), (RESULT_KEY, gen.batch_summary)):
+        if value:
+            p.extra_generation_params[key] = value
+        else:
+            p.extra_generation_params.pop(key, None)
+
+
+def cat_padded(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    """cond rows then uncond rows; token lists of different length are padded with their last vector (the
+    WebUI pads with an empty chunk; only the cond rows' maps are read)."""
+    if cond.dim() == 3 and cond.shape[1] != uncond.shape[1]:
+        n = max(cond.shape[1], uncond.shape[1])
+
+        def pad(t):
+            return torch.cat([t, t[:, -1:].expand(-1, n - t.shape[1], -1)], dim=1) if t.shape[1] < n else t
+
+        cond, uncond = pad(cond), pad(uncond)
+    return torch.cat([cond, uncond])
+
+
+def chain_close(p, cleanup: Callable[[], None]) -> None:
+    """Run our cleanup in p.close(), which the WebUI calls even when the generation raised."""
+    original = p.close
+
+    def close(*args, **kwargs):
+        try:
+            cleanup()
+        except Exception:  # cleanup must never stop the WebUI from closing p
+            log.exception("A-STAR cleanup failed")
+        return original(*args, **kwargs)
+
+    p.close = close
