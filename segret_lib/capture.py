@@ -117,7 +117,7 @@ class AttentionCapture:
                 or not capture.active
                 or context is None
                 or args
-                or any(_set(v) for v in kwargs.values())
+                or any(_set(v) for k, v in kwargs.items() if k != "transformer_options")
                 or x.shape[1] != capture.target_pixels
             ):
                 return original(x, context, *args, **kwargs)
@@ -135,5 +135,6 @@ class AttentionCapture:
 
 def _set(value) -> bool:
     """Whether an extra attention argument changes the result (sgm passes additional_tokens=None and
-    n_times_crossframe_attn_in_self=0 by default); a mask or extra tokens send the call to the original."""
+    n_times_crossframe_attn_in_self=0 by default, Forge value=None and its transformer_options, which only
+    carry patch options); a mask or extra tokens send the call to the original."""
     return value is not None and value is not False and not (isinstance(value, int) and value == 0)

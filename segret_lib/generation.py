@@ -25,6 +25,7 @@ class Generation:
         self.session: SegretSession | None = None
         self.sampler_patches = InstancePatches()
         self.pass_cleanups: list[Callable[[], object]] = []  # what a host set up for the current pass, undone
+        self.host_state: dict[str, object] = {}  # what a host keeps for the current pass (cleared with it)
         self.grids: list = []
         self.summaries: list[str] = []
         # what out-of-memory fallbacks decided carries over to the next batch of the same generation
@@ -52,6 +53,7 @@ class Generation:
                 self.pass_cleanups.pop()()
             except Exception:  # a host's undo must not keep the others from running
                 log.exception("A-STAR: undoing a host's pass setup failed")
+        self.host_state.clear()
         if self.session is not None:
             self.session.end_pass()
 

@@ -63,7 +63,7 @@ class Host:
     def prepare_pass(self, p, gen: Generation, unet: nn.Module) -> None:
         """Host-specific setup of one sampling pass (gradient guards, memory); undone by gen.end_pass()."""
 
-    def runners(self, p, denoiser, session: SegretSession, cond, uncond, image_cond) -> tuple[RunUnet, RunUnet]:
+    def runners(self, p, denoiser, gen: Generation, cond, uncond, image_cond) -> tuple[RunUnet, RunUnet]:
         """(conditional-only runner, CFG-layout runner) for one model call of the sampler (see session.RunUnet)."""
         raise NotImplementedError
 
@@ -215,7 +215,7 @@ class ScriptLifecycle:
                     uncond = kwargs.get("uncond", args[0] if len(args) > 0 else None)
                     cond = kwargs.get("cond", args[1] if len(args) > 1 else None)
                     image_cond = kwargs.get("image_cond", args[4] if len(args) > 4 else None)
-                    session.before_model_call(x, sigma, *host.runners(p, denoiser, session, cond, uncond, image_cond))
+                    session.before_model_call(x, sigma, *host.runners(p, denoiser, gen, cond, uncond, image_cond))
                 return original(x, sigma, *args, **kwargs)
 
             return forward

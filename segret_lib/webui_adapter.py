@@ -33,7 +33,7 @@ class WebUIHost(Host):
 
     name = HOST_NAME
     always_visible = scripts.AlwaysVisible
-    input_accordion = InputAccordion
+    input_accordion = staticmethod(InputAccordion)  # a function in Forge: not to be bound to the host
 
     @property
     def state(self):
@@ -55,9 +55,9 @@ class WebUIHost(Host):
     def unet(self, sd_model) -> nn.Module:
         return sd_model.model.diffusion_model
 
-    def runners(self, p, denoiser, session, cond, uncond, image_cond):
-        return (_unet_runner(denoiser, session.model, cond, image_cond),
-                _unet_runner(denoiser, session.model, cond, image_cond, uncond))
+    def runners(self, p, denoiser, gen, cond, uncond, image_cond):
+        model = gen.session.model
+        return _unet_runner(denoiser, model, cond, image_cond), _unet_runner(denoiser, model, cond, image_cond, uncond)
 
 
 class SegretScript(ScriptLifecycle, scripts.Script):

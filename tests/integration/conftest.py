@@ -39,27 +39,35 @@ def _free_port() -> int:
 
 
 class WebUI:
+    tree_name = "webui"
+
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.tree = work / "webui"
+        self.tree = work / self.tree_name
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work / "server.log"
         self.proc: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ process
+    def command(self) -> list[str]:
+        return [str(self.work / "venv" / "bin" / "python"), "launch.py", "--skip-install",
+                "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check", "--use-cpu", "all",
+                "--no-half", "--no-half-vae", "--precision", "full", "--api", "--port", str(self.port),
+                "--ckpt-dir", str(self.work / "models" / "Stable-diffusion"),
+                "--lora-dir", str(self.work / "models" / "Lora"), "--no-download-sd-model", "--do-not-download-clip"]
+
     def start(self) -> None:
         env = dict(os.environ, HF_HOME=str(self.work / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
         env.pop("GRADIO_SERVER_NAME", None)  # never listen on anything but 127.0.0.1
-        cmd = [str(self.work / "venv" / "bin" / "python"), "launch.py", "--skip-install",
-               "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check", "--use-cpu", "all",
-               "--no-half", "--no-half-vae", "--precision", "full", "--api", "--port", str(self.port),
-               "--ckpt-dir", str(self.work / "models" / "Stable-diffusion"),
-               "--lora-dir", str(self.work / "models" / "Lora"), "--no-download-sd-model", "--do-not-download-clip"]
         self.log = open(self.log_path, "w")  # noqa: SIM115  (closed in stop())
-        self.proc = subprocess.Popen(cmd, cwd=self.tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), cwd=self.tree, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         self.wait_for_log("Startup time:", 1)
+        self.wait_for_model()
+
+    def wait_for_model(self) -> None:
         self.wait_for_log("Model loaded in", 1)
 
     def stop(self) -> None:
@@ -104,10 +112,30 @@ class WebUI:
         return self.request("POST", path, body if body is not None else {}, timeout)
 
     def txt2img(self, **body) -> dict:
-        res = self.post("/sdapi/v1/txt2img", body)
+        return self.generate("txt2img", body)
+
+    def img2img(self, **body) -> dict:
+        return self.generate("img2img", body)
+
+    def generate(self, kind: str, body: dict) -> dict:
+        res = self.post(f"/sdapi/v1/{kind}", body)
         res["info"] = json.loads(res["info"])
         res["pixels"] = [_pixels(base64.b64decode(i)) for i in res["images"]]
         return res
+
+
+class Forge(WebUI):
+    """Stable Diffusion WebUI Forge from the tree tests/integration/setup_forge.sh prepared (CPU, offline)."""
+
+    tree_name = "forge"
+
+    def command(self) -> list[str]:
+        return [str(self.work / "venv" / "bin" / "python"), "launch.py", "--skip-install",
+                "--skip-prepare-environment", "--skip-version-check", "--always-cpu", "--api",
+                "--port", str(self.port), "--ckpt-dir", str(self.work / "models" / "Stable-diffusion")]
+
+    def wait_for_model(self) -> None:
+        """Forge loads the checkpoint at the first generation."""
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +149,26 @@ def webui():
     if not prepared:
         pytest.fail(f"SEGRET_WEBUI_DIR is set but {work} is not prepared: run tests/integration/setup_webui.sh")
     server = WebUI(work)
+    try:
+        (work / "results.log").unlink(missing_ok=True)
+        server.start()
+        server.post("/sdapi/v1/options", {"live_previews_enable": False, "samples_save": False, "grid_save": False,
+                                          "save_images_add_number": False, "CLIP_stop_at_last_layers": 1})
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def forge():
+    if not os.environ.get("SEGRET_FORGE_DIR"):
+        pytest.skip("real-Forge tests: set SEGRET_FORGE_DIR to a Stable Diffusion WebUI Forge tree (f2.0.1v1.10.1) "
+                    "and run tests/integration/setup_forge.sh (.ci/run does both)")
+    work = Path(os.environ.get("SEGRET_FORGE_WORK", ROOT / ".forge-work")).resolve()
+    extension = work / "forge" / "extensions" / "sd-webui-segret"
+    if not ((work / "venv" / "bin" / "python").exists() and extension.is_dir()):
+        pytest.fail(f"SEGRET_FORGE_DIR is set but {work} is not prepared: run tests/integration/setup_forge.sh")
+    server = Forge(work)
     try:
         (work / "results.log").unlink(missing_ok=True)
         server.start()

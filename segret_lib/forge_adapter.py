@@ -1,0 +1,248 @@
+"""Stable Diffusion WebUI Forge host: what differs from the A1111 WebUI (webui_adapter).
+
+- the tokenizer is the model's text processing engine (SDXL: the CLIP-L one), the UNet is
+  `forge_objects.unet.model.diffusion_model`;
+- the model call goes through Forge's `apply_model` (a sigma, denoised output) with a copy of the UNet patcher's
+  transformer_options, whose attn2 replace patches (e.g. the built-in IP-Adapter) are wrapped so they report
+  their attention probabilities too; DDIM/PLMS/UniPC hand over timesteps, converted to sigmas here;
+- gradient guards, because Forge samples under inference mode and its transformer blocks add residuals in place:
+  weights that are inference tensors are swapped for normal copies and the transformer blocks' norms get a copy
+  of their input while gradients are on. Both are checked at every refinement call and undone at the end of
+  the pass, identity-checked (Forge may have moved or replaced a weight meanwhile);
+- the backward pass's memory is reserved through Forge's memory manager (a per-pass UnetPatcher clone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from modules import scripts
+from torch import nn
+
+from .capture import AttentionCapture, CaptureComplete
+from .generation import Generation
+from .patching import InstancePatches
+from .script_lifecycle import ScriptLifecycle, cat_padded
+from .session import ModelSwitched, SegretSession
+from .webui_adapter import WebUIHost, add_xyz_axes, batch_conds
+
+__all__ = ["ForgeHost", "SegretScript", "add_xyz_axes"]
+
+HOST_NAME = "WebUI Forge"
+BACKWARD_MEMORY_FACTOR = 3  # the refinement keeps activations and their gradients: about 3x an inference call
+
+
+class ForgeHost(WebUIHost):
+    """Forge keeps the A1111 script API; the model side is its own backend."""
+
+    name = HOST_NAME
+
+    def text_encoder(self, sd_model):
+        for name in ("text_processing_engine", "text_processing_engine_l"):
+            engine = getattr(sd_model, name, None)
+            if engine is not None and hasattr(engine, "tokenize_line"):
+                return engine
+        raise RuntimeError("this model has no CLIP text processing engine (A-STAR supports SD1, SD2 and SDXL "
+                           "models in Forge)")
+
+    def unet(self, sd_model) -> nn.Module:
+        return sd_model.forge_objects.unet.model.diffusion_model
+
+    def is_timestep_sampler(self, sampler) -> bool:
+        return bool(getattr(sampler.model_wrap_cfg, "classic_ddim_eps_estimation", False))
+
+    def prepare_pass(self, p, gen: Generation, unet: nn.Module) -> None:
+        unsupported = unsupported_weights(unet)
+        if unsupported:
+            raise RuntimeError(f"{unsupported} are not supported by A-STAR in Forge yet; the image is rendered "
+                               "without it")
+        reserve_backward_memory(p, gen)
+        guard = GradientGuard(unet)
+        guard.check()
+        gen.pass_cleanups.append(guard.remove)
+        gen.host_state["guard"] = guard  # the runners re-check it at every refinement call
+
+    def runners(self, p, denoiser, gen, cond, uncond, image_cond):
+        guard = gen.host_state.get("guard")
+        return (_forge_runner(denoiser, gen.session, guard, cond, image_cond),
+                _forge_runner(denoiser, gen.session, guard, cond, image_cond, uncond))
+
+
+class SegretScript(ScriptLifecycle, scripts.Script):
+    """A-STAR: test-time attention segregation and retention (Forge)."""
+
+    host = ForgeHost()
+
+
+def unsupported_weights(unet: nn.Module) -> str:
+    """A description of weights the refinement cannot differentiate through yet ('' if none): online LoRA (merged
+    per call under inference mode) and GGUF / bitsandbytes NF4/FP4 storage."""
+    found = []
+    for module in unet.modules():
+        if getattr(module, "forge_online_loras", None) and "online LoRA" not in found:
+            found.append("online LoRA (Diffusion in low bits: automatic (fp16 LoRA) / LoRAs applied per step)")
+        for param in module._parameters.values():
+            kind = type(param).__name__
+            if param is not None and ("GGUF" in kind or "4bit" in kind or "bnb" in kind.lower()):
+                label = "GGUF / NF4 / FP4 weights"
+                if label not in found:
+                    found.append(label)
+    return " and ".join(found)
+
+
+def reserve_backward_memory(p, gen: Generation) -> None:
+    """Ask Forge's memory manager to keep room for the backward pass: a clone of this pass's UnetPatcher with
+    extra preserved memory; the previous patcher comes back at the end of the pass."""
+    objects = p.sd_model.forge_objects
+    previous = objects.unet
+    patcher = previous.clone()
+    rows = max(1, int(getattr(p, "batch_size", 1) or 1))
+    shape = [rows, 4, max(1, int(p.height) // 8), max(1, int(p.width) // 8)]
+    try:
+        need = int(patcher.model.memory_required(shape) * BACKWARD_MEMORY_FACTOR)
+    except Exception:  # an estimate only; Forge's own estimate still applies
+        need = 0
+    if need > 0:
+        patcher.add_extra_preserved_memory_during_sampling(need)
+    objects.unet = patcher
+
+    def put_back() -> None:
+        if objects.unet is patcher:
+            objects.unet = previous
+
+    gen.pass_cleanups.append(put_back)
+
+
+class GradientGuard:
+    """Makes Forge's UNet differentiable with respect to its input for the refinement, and undoes it.
+
+    1. Parameters that are inference tensors (Forge loads, casts and moves weights under inference mode) are
+       replaced by normal copies that do not require grad; check() runs before each refinement call, since
+       Forge makes new inference tensors when it moves or casts the model.
+    2. The transformer blocks' norm1/norm2/norm3 get a copy of their input while gradients are on: the block
+       adds its residuals in place (`x += ...`) into the tensor the norm saved for backward.
+    """
+
+    def __init__(self, unet: nn.Module) -> None:
+        self.unet = unet
+        self.swapped: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
+        self.norms = InstancePatches()
+        for module in unet.modules():
+            if hasattr(module, "attn2") and all(hasattr(module, n) for n in ("norm1", "norm2", "norm3")):
+                for name in ("norm1", "norm2", "norm3"):
+                    self.norms.patch(getattr(module, name), "forward", _copy_input_when_differentiating)
+
+    def check(self) -> int:
+        """Swap every parameter that is (again) an inference tensor; returns how many were swapped now."""
+        count = 0
+        with torch.inference_mode(False):
+            for module in self.unet.modules():
+                for name, param in list(module._parameters.items()):
+                    if param is None or not param.is_inference():
+                        continue
+                    copy = nn.Parameter(param.detach().clone(), requires_grad=False)
+                    module._parameters[name] = copy
+                    self.swapped.append((module, name, param, copy))
+                    count += 1
+        return count
+
+    def remove(self) -> None:
+        """Put back the original parameters (where ours are still in place) and the norms' forwards."""
+        for module, name, original, copy in reversed(self.swapped):
+            if module._parameters.get(name) is copy:
+                module._parameters[name] = original
+        self.swapped.clear()
+        self.norms.restore()
+
+
+def _copy_input_when_differentiating(original: Callable) -> Callable:
+    def forward(x, *args, **kwargs):
+        if not forward.segret_inert and torch.is_grad_enabled():
+            x = x.clone()
+        return original(x, *args, **kwargs)
+
+    return forward
+
+
+def capturing_attn2_patch(capture: AttentionCapture, original: Callable) -> Callable:
+    """Wraps another extension's attn2 replace patch (Forge calls it with projected q, k, v instead of calling
+    attn2.forward): it also records the text-attention probabilities the capture asks for, then runs as before."""
+
+    def patch(q, k, v, extra_options):
+        if capture.active and q.shape[1] == capture.target_pixels:
+            heads = int(extra_options["n_heads"])
+            d = int(extra_options.get("dim_head", q.shape[-1] // heads))
+            b, n, _ = q.shape
+            qh = q.reshape(b, n, heads, d).transpose(1, 2)
+            kh = k.reshape(k.shape[0], -1, heads, d).transpose(1, 2)
+            with torch.autocast(device_type=q.device.type, enabled=False):
+                probs = (torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * d**-0.5).softmax(dim=-1)
+            if not capture.replaying:
+                capture.probs.append(probs.mean(dim=1))
+                if capture.stop_after is not None and len(capture.probs) >= capture.stop_after:
+                    raise CaptureComplete
+        return original(q, k, v, extra_options)
+
+    return patch
+
+
+def transformer_options_for(patcher, capture: AttentionCapture, sigma: torch.Tensor, cond_or_uncond: list[int]):
+    """A copy of the patcher's transformer_options for one refinement call (the sampler's own is left alone)."""
+    options = dict(patcher.model_options.get("transformer_options", {}))
+    replace = options.get("patches_replace")
+    if replace and replace.get("attn2"):
+        replace = dict(replace)
+        replace["attn2"] = {key: capturing_attn2_patch(capture, f) for key, f in replace["attn2"].items()}
+        options["patches_replace"] = replace
+    per = int(sigma.shape[0]) // max(len(cond_or_uncond), 1)
+    options["cond_or_uncond"] = list(cond_or_uncond)
+    options["sigmas"] = sigma
+    options["cond_mark"] = torch.tensor([c for c in cond_or_uncond for _ in range(per)]).to(sigma)
+    options["cond_indices"] = [i for i in range(len(cond_or_uncond) * per) if cond_or_uncond[i // per] == 0]
+    options["uncond_indices"] = [i for i in range(len(cond_or_uncond) * per) if cond_or_uncond[i // per] != 0]
+    return options
+
+
+def _sigmas_of_timesteps(denoiser, t: torch.Tensor) -> torch.Tensor:
+    """sigma = sqrt((1 - abar_t) / abar_t) at the (rounded) timesteps, as Forge's CFG denoiser converts them."""
+    abar = denoiser.inner_model.inner_model.alphas_cumprod.to(t.device, torch.float32)
+    table = ((1 - abar) / abar) ** 0.5
+    return table[t.round().long().clamp(0, table.shape[0] - 1)]
+
+
+def _forge_runner(denoiser, session: SegretSession, guard: GradientGuard | None, cond, image_cond, uncond=None):
+    """run_unet(x, sigma, rows, parts=None) through Forge's apply_model (see webui_adapter._unet_runner)."""
+
+    def run(x, sigma, rows, parts=None):
+        patcher = denoiser.inner_model.inner_model.forge_objects.unet
+        model = patcher.model
+        if session.model is not None and model.diffusion_model is not session.model:
+            raise ModelSwitched("the model was switched during sampling (the refiner): A-STAR refines the first "
+                                "model only")
+        if guard is not None:
+            guard.check()
+        rows = list(rows)
+        parts = parts or [0] * len(rows)
+        c, un = batch_conds(cond, uncond, denoiser.step, rows, parts)
+        if getattr(denoiser, "classic_ddim_eps_estimation", False):  # DDIM/PLMS/UniPC: x is the model's input
+            sigma = _sigmas_of_timesteps(denoiser, sigma)
+            x = x * ((sigma**2 + 1) ** 0.5).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        if un is not None:
+            x, sigma = torch.cat([x, x]), torch.cat([sigma, sigma])
+            c = {k: cat_padded(v, un[k]) for k, v in c.items()} if isinstance(c, dict) else cat_padded(c, un)
+        extra = {}
+        if isinstance(c, dict):
+            crossattn = c["crossattn"]
+            if c.get("vector") is not None:
+                extra["y"] = c["vector"].clone()
+        else:
+            crossattn = c
+        ic = image_cond[rows] if image_cond is not None else None
+        if (ic is not None and getattr(model.diffusion_model, "in_channels", 4) > 4
+                and ic.shape[-2:] == x.shape[-2:]):  # inpainting models take the masked image as extra channels
+            extra["c_concat"] = (torch.cat([ic, ic]) if un is not None else ic).clone()
+        options = transformer_options_for(patcher, session.capture, sigma, [0, 1] if un is not None else [0])
+        return model.apply_model(x, sigma, c_crossattn=crossattn.clone(), transformer_options=options, **extra)
+
+    return run

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Prepares the real Stable Diffusion WebUI Forge for the integration tests, offline, on the CPU:
+#   - a separate venv (python 3.11, torch 2.14.1 + torchvision 0.29.1, Forge's requirements_versions.txt),
+#   - a writable copy of the Forge tree named by SEGRET_FORGE_DIR with this extension copied into extensions/,
+#     its bundled SD1.5 text-encoder and VAE configs shrunk (the tiny checkpoint below matches them),
+#   - a tiny random-weight SD1.5-shaped checkpoint (320 base channels, context 768: what Forge recognises).
+# Everything goes under SEGRET_FORGE_WORK (default: .forge-work in the repository root; git-ignored), except the
+# venv: SEGRET_FORGE_VENV, default ~/.cache/sd-webui-segret/forge-venv, kept between runs while its requirements
+# are unchanged; WORK/venv links to it. The tree and the model are rebuilt on every run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+SRC=${SEGRET_FORGE_DIR:?set SEGRET_FORGE_DIR to a Stable Diffusion WebUI Forge tree}
+WORK=${SEGRET_FORGE_WORK:-$REPO/.forge-work}
+PY=${PYTHON311:-python3.11}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+VENV=${SEGRET_FORGE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sd-webui-segret/forge-venv}
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+
+# ---- Forge's own environment -------------------------------------------------------------------------
+REQ=$WORK/requirements.txt
+{
+  grep -v -E '^(torch|setuptools)([=<> ]|$)' "$SRC/requirements_versions.txt"
+  echo 'setuptools>=77.0.3,<81'   # torch 2.14.1 needs >=77; <81 keeps pkg_resources
+  echo 'joblib'                   # the built-in soft-inpainting script imports it; Forge does not list it
+  echo 'torch==2.14.1'
+  echo 'torchvision==0.29.1'
+} > "$REQ.new"
+if [ -x "$VENV/bin/python" ] && cmp -s "$REQ.new" "$VENV/.segret-requirements"; then
+  echo "forge venv: up to date ($VENV)"
+else
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  "$PY" -m venv "$VENV"
+  $PIP install --no-compile -r "$REQ.new"
+  cp "$REQ.new" "$VENV/.segret-requirements"
+fi
+rm -f "$REQ.new"
+if [ "$(readlink -f "$WORK/venv")" != "$(readlink -f "$VENV")" ]; then
+  rm -rf "$WORK/venv"
+  ln -s "$VENV" "$WORK/venv"
+fi
+[ "${1:-}" = "--venv-only" ] && exit 0
+
+# ---- a writable copy of the tree, with this extension installed as a copy ---------------------------
+rm -rf "$WORK/forge"
+cp -r "$SRC" "$WORK/forge"
+chmod -R u+w "$WORK/forge"
+EXT=$WORK/forge/extensions/sd-webui-segret
+mkdir -p "$EXT"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] || continue
+  mkdir -p "$EXT/$(dirname "$f")"
+  cp -p "$f" "$EXT/$f"
+done
+
+# ---- the tiny model (and the configs it matches) ------------------------------------------------------
+"$VENV/bin/python" tests/integration/make_forge_model.py "$WORK"
+echo "forge ready in $WORK"

@@ -1,0 +1,148 @@
+"""A-STAR in the real Stable Diffusion WebUI Forge (f2.0.1v1.10.1; a tiny random SD1.5-shaped checkpoint, CPU),
+driven over its HTTP API.
+
+Skipped unless SEGRET_FORGE_DIR names the Forge tree (see conftest.py); .ci/run sets it up and runs these.
+What each case produced goes to .forge-work/results.log.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import threading
+import time
+
+import pytest
+
+from tests.integration.test_real_webui import params, record, result_counts
+
+PROMPT = "a photo of a cat and a dog"
+ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
+OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
+
+
+def request(**kw) -> dict:
+    body = {"prompt": PROMPT, "negative_prompt": "", "steps": 6, "width": 128, "height": 128, "seed": 7,
+            "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 7, "batch_size": 1, "n_iter": 1,
+            "alwayson_scripts": {}}
+    body.update(kw)
+    return body
+
+
+def refined_all(info: dict) -> tuple[int, int]:
+    assert "A-STAR warnings" not in info, info
+    (done, total), = result_counts(info["A-STAR result"])
+    assert done == total > 0, info
+    return done, total
+
+
+@pytest.fixture(scope="module")
+def plain(forge):
+    """The first request of the session, before A-STAR ever ran."""
+    return forge.txt2img(**request())
+
+
+def test_enabled_refines_and_disabled_stays_bit_identical(forge, plain):
+    on = forge.txt2img(**request(alwayson_scripts=ON))
+    info = params(on)
+    record(forge, "enabled (Euler)", info)
+    assert info["A-STAR concepts"] == "cat, dog", info
+    assert refined_all(info) == (6, 6)
+    assert on["pixels"][0] != plain["pixels"][0]
+    off = forge.txt2img(**request(alwayson_scripts=OFF))
+    assert "A-STAR" not in off["info"]["infotexts"][0]
+    assert off["pixels"][0] == plain["pixels"][0]  # bit-identical: no hook or swapped weight left
+    assert forge.txt2img(**request())["pixels"][0] == plain["pixels"][0]
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M", "Heun", "DDIM", "UniPC"])
+def test_samplers_refine_every_step(forge, sampler):
+    res = forge.txt2img(**request(sampler_name=sampler, alwayson_scripts=ON))
+    info = params(res)
+    record(forge, sampler, info)
+    assert refined_all(info)[1] >= 6, info  # UniPC runs 7 at 6 steps
+
+
+def test_batch_of_two_refines_both_images(forge, plain):
+    res = forge.txt2img(**request(batch_size=2, alwayson_scripts=ON))
+    first, second = params(res, 0), params(res, 1)
+    record(forge, "batch size 2", first)
+    assert refined_all(first) == refined_all(second) == (6, 6)
+    assert res["pixels"][0] != plain["pixels"][0]
+
+
+def test_hires_fix_refines_both_passes(forge):
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "hires": True}]}}
+    res = forge.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
+                                  hr_second_pass_steps=4, hr_additional_modules=["Use same choices"],
+                                  alwayson_scripts=args))
+    info = params(res)
+    record(forge, "hires fix", info)
+    assert "A-STAR warnings" not in info, info
+    assert "first pass: 6/6 steps" in info["A-STAR result"], info
+    assert re.search(r"hires pass: (\d+)/\1 steps", info["A-STAR result"]), info
+
+
+def test_img2img_refines(forge, plain):
+    init = base64.b64encode(_png(plain["pixels"][0])).decode()
+    body = request(init_images=[init], denoising_strength=0.75, alwayson_scripts=ON)
+    res = forge.img2img(**body)
+    info = params(res)
+    record(forge, "img2img", info)
+    refined_all(info)
+    off = forge.img2img(**{**body, "alwayson_scripts": OFF})
+    assert off["pixels"][0] != res["pixels"][0]
+
+
+def test_api_list_args_and_infotext(forge):
+    res = forge.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [True, "cat, dog", 1, 1, 40]}}))
+    info = params(res)
+    record(forge, "API list args", info)
+    assert info["A-STAR step size"] == "40" and refined_all(info) == (6, 6), info
+    # the infotext reads back through Forge's own parser
+    parsed = forge.post("/sdapi/v1/png-info", {"image": "data:image/png;base64," + res["images"][0]})
+    assert parsed["parameters"].get("A-STAR concepts") == "cat, dog", parsed["parameters"]
+
+
+def test_bad_args_give_a_message_and_an_image(forge, plain):
+    res = forge.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog", "step_siz": 3}]}}))
+    record(forge, "bad args", params(res))
+    assert "not applied: unknown A-STAR setting(s): step_siz" in params(res)["A-STAR warnings"]
+    assert res["pixels"][0] == plain["pixels"][0]
+
+
+def test_interrupt_then_clean_request(forge, plain):
+    out = {}
+
+    def run():
+        out["res"] = forge.txt2img(**request(steps=150, alwayson_scripts=ON))
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = forge.get("/sdapi/v1/progress?skip_current_image=true")["state"]
+        if state.get("sampling_step", 0) >= 2:
+            break
+        time.sleep(0.2)
+    forge.post("/sdapi/v1/interrupt")
+    t.join(300)
+    assert not t.is_alive() and len(out["res"]["images"]) == 1
+    record(forge, "interrupted", params(out["res"]))
+    # nothing left hooked or swapped: a plain request is bit-identical, an enabled one refines every step
+    assert forge.txt2img(**request())["pixels"][0] == plain["pixels"][0]
+    assert refined_all(params(forge.txt2img(**request(alwayson_scripts=ON)))) == (6, 6)
+
+
+def _png(pixels: bytes) -> bytes:
+    """The PNG of decoded pixels as conftest._pixels returns them (mode + size + raw bytes)."""
+    from PIL import Image
+
+    mode = "RGBA" if pixels.startswith(b"RGBA") else "RGB"
+    size_text = pixels[len(mode):pixels.index(b")") + 1].decode()
+    w, h = (int(v) for v in size_text.strip("()").split(","))
+    img = Image.frombytes(mode, (w, h), pixels[len(mode) + len(size_text):])
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
