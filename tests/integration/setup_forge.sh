@@ -55,6 +55,9 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
   cp -p "$f" "$EXT/$f"
 done
 
+# a stand-in for extensions that replace cross-attention through the UNet patcher (see its docstring)
+cp -r tests/integration/forge_attn2_hook "$WORK/forge/extensions/forge-attn2-hook"
+
 # ---- the tiny model (and the configs it matches) ------------------------------------------------------
 "$VENV/bin/python" tests/integration/make_forge_model.py "$WORK"
 echo "forge ready in $WORK"

@@ -146,3 +146,25 @@ def _png(pixels: bytes) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_capture_through_another_extensions_attn2_patch(forge, plain):
+    """An extension with attn2 replace patches (like the built-in IP-Adapter): Forge calls the patch instead of
+    attn2.forward, so the maps are read inside it; the patch still computes the output."""
+    hook = {"Forge attn2 hook": {"args": [True]}}
+    before = forge.log_text().count("[Forge attn2 hook] patch calls:")
+    res = forge.txt2img(**request(alwayson_scripts={**ON, **hook}))
+    info = params(res)
+    record(forge, "attn2 replace patch (IP-Adapter stand-in)", info)
+    assert refined_all(info) == (6, 6)
+    forge.wait_for_log("[Forge attn2 hook] patch calls:", before + 1, timeout=30)
+    calls = int(re.findall(r"\[Forge attn2 hook\] patch calls: (\d+)", forge.log_text())[-1])
+    assert calls > 6 * 4, calls  # every sampling call and every refinement call went through the patch
+    assert forge.txt2img(**request())["pixels"][0] == plain["pixels"][0]
+
+
+def test_low_vram_refines_every_step(forge):
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "low_vram": True}]}}
+    info = params(forge.txt2img(**request(alwayson_scripts=args)))
+    record(forge, "low VRAM (checkpointed blocks)", info)
+    assert refined_all(info) == (6, 6)
