@@ -132,7 +132,8 @@ class Forge(WebUI):
     def command(self) -> list[str]:
         return [str(self.work / "venv" / "bin" / "python"), "launch.py", "--skip-install",
                 "--skip-prepare-environment", "--skip-version-check", "--always-cpu", "--api",
-                "--port", str(self.port), "--ckpt-dir", str(self.work / "models" / "Stable-diffusion")]
+                "--port", str(self.port), "--ckpt-dir", str(self.work / "models" / "Stable-diffusion"),
+                "--lora-dir", str(self.work / "models" / "Lora")]
 
     def wait_for_model(self) -> None:
         """Forge loads the checkpoint at the first generation."""

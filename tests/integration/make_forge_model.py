@@ -47,6 +47,24 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
+def kohya_lora(unet_sd: dict[str, torch.Tensor], rank: int = 4) -> None:
+    """A LoRA on the attention projections, keys `lora_unet_<ldm name>.lora_down.weight` (Forge maps them to the
+    UNet's ldm names): WORK/models/Lora/tiny-lora.safetensors."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(11)
+    sd = {}
+    for key, w in unet_sd.items():
+        if key.endswith(".weight") and w.dim() == 2 and any(s in key for s in ("attn1.to_", "attn2.to_", "ff.net.2")):
+            base = "lora_unet_" + key[: -len(".weight")].replace(".", "_")
+            sd[f"{base}.lora_down.weight"] = (torch.randn(rank, w.shape[1], generator=g) * 0.5).half()
+            sd[f"{base}.lora_up.weight"] = (torch.randn(w.shape[0], rank, generator=g) * 0.5).half()
+            sd[f"{base}.alpha"] = torch.tensor(float(rank))
+    out = WORK / "models" / "Lora"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(out / "tiny-lora.safetensors"), metadata={"ss_network_module": "networks.lora"})
+
+
 def main() -> None:
     shrink_configs()
     from backend.nn.unet import IntegratedUNet2DConditionModel
@@ -75,6 +93,7 @@ def main() -> None:
     out = WORK / "models" / "Stable-diffusion"
     out.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(out / "tiny-sd15.safetensors"))
+    kohya_lora(unet.state_dict())
     print(f"tiny SD1.5: UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M parameters, "
           f"{len(sd)} tensors in {out / 'tiny-sd15.safetensors'}")
 

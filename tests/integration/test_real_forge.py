@@ -168,3 +168,13 @@ def test_low_vram_refines_every_step(forge):
     info = params(forge.txt2img(**request(alwayson_scripts=args)))
     record(forge, "low VRAM (checkpointed blocks)", info)
     assert refined_all(info) == (6, 6)
+
+
+def test_lora_refines_every_step(forge):
+    """A LoRA that Forge merges into the weights (under inference mode): the gradient guard swaps them."""
+    for prompt in (f"{PROMPT} <lora:tiny-lora:1>", f"{PROMPT} <lora:tiny-lora:0.7>", PROMPT):
+        info = params(forge.txt2img(**request(prompt=prompt, alwayson_scripts=ON)))
+        record(forge, f"LoRA: {prompt[len(PROMPT):].strip() or 'none'}", info)
+        assert refined_all(info) == (6, 6), (prompt, info)
+        if "lora" in prompt:
+            assert "Lora hashes" in info, info
