@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -76,12 +77,10 @@ class SegretScript(ScriptLifecycle, scripts.Script):
 
 
 def unsupported_weights(unet: nn.Module) -> str:
-    """A description of weights the refinement cannot differentiate through yet ('' if none): online LoRA (merged
-    per call under inference mode) and GGUF / bitsandbytes NF4/FP4 storage."""
+    """A description of weights the refinement cannot differentiate through yet ('' if none): GGUF and
+    bitsandbytes NF4/FP4 storage."""
     found = []
     for module in unet.modules():
-        if getattr(module, "forge_online_loras", None) and "online LoRA" not in found:
-            found.append("online LoRA (Diffusion in low bits: automatic (fp16 LoRA) / LoRAs applied per step)")
         for param in module._parameters.values():
             kind = type(param).__name__
             if param is not None and ("GGUF" in kind or "4bit" in kind or "bnb" in kind.lower()):
@@ -132,6 +131,11 @@ class GradientGuard:
             if hasattr(module, "attn2") and all(hasattr(module, n) for n in ("norm1", "norm2", "norm3")):
                 for name in ("norm1", "norm2", "norm3"):
                     self.norms.patch(getattr(module, name), "forward", _copy_input_when_differentiating)
+        # 3. weights made per call under inference mode (online LoRA merges them in backend.patcher.lora under
+        #    torch.inference_mode()): Forge's layers fetch them through backend.operations.get_weight_and_bias
+        operations = sys.modules.get("backend.operations")
+        if operations is not None and hasattr(operations, "get_weight_and_bias"):
+            self.norms.patch(operations, "get_weight_and_bias", _normal_weights_when_differentiating)
 
     def check(self) -> int:
         """Swap every parameter that is (again) an inference tensor; returns how many were swapped now."""
@@ -163,6 +167,19 @@ def _copy_input_when_differentiating(original: Callable) -> Callable:
         return original(x, *args, **kwargs)
 
     return forward
+
+
+def _normal_weights_when_differentiating(original: Callable) -> Callable:
+    def get_weight_and_bias(*args, **kwargs):
+        weight, bias = original(*args, **kwargs)
+        if not get_weight_and_bias.segret_inert and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            if weight is not None and weight.is_inference():
+                weight = weight.clone()
+            if bias is not None and bias.is_inference():
+                bias = bias.clone()
+        return weight, bias
+
+    return get_weight_and_bias
 
 
 def capturing_attn2_patch(capture: AttentionCapture, original: Callable) -> Callable:

@@ -178,3 +178,20 @@ def test_lora_refines_every_step(forge):
         assert refined_all(info) == (6, 6), (prompt, info)
         if "lora" in prompt:
             assert "Lora hashes" in info, info
+
+
+def test_online_lora_refines_every_step(forge):
+    """A '(fp16 LoRA)' low-bits mode: the LoRA is merged into each weight per call, under inference mode (Forge
+    applies LoRAs online only to low-bit weights, so the UNet is stored in float8 here)."""
+    memory = forge.get("/sdapi/v1/options")["forge_inference_memory"]
+    # Forge re-reads its loading parameters only when a memory or module option changes with it
+    forge.post("/sdapi/v1/options", {"forge_unet_storage_dtype": "float8-e4m3fn (fp16 LoRA)",
+                                     "forge_inference_memory": memory + 1})
+    try:
+        before = forge.log_text().count("on_the_fly = True")
+        info = params(forge.txt2img(**request(prompt=f"{PROMPT} <lora:tiny-lora:1>", alwayson_scripts=ON)))
+        record(forge, "online LoRA (float8-e4m3fn (fp16 LoRA))", info)
+        assert forge.log_text().count("on_the_fly = True") > before, "the LoRA was not applied online"
+        assert refined_all(info) == (6, 6)
+    finally:
+        forge.post("/sdapi/v1/options", {"forge_unet_storage_dtype": "Automatic", "forge_inference_memory": memory})
