@@ -6,9 +6,10 @@
   transformer_options, whose attn2 replace patches (e.g. the built-in IP-Adapter) are wrapped so they report
   their attention probabilities too; DDIM/PLMS/UniPC hand over timesteps, converted to sigmas here;
 - gradient guards, because Forge samples under inference mode and its transformer blocks add residuals in place:
-  weights that are inference tensors are swapped for normal copies and the transformer blocks' norms get a copy
-  of their input while gradients are on. Both are checked at every refinement call and undone at the end of
-  the pass, identity-checked (Forge may have moved or replaced a weight meanwhile);
+  weights that are inference tensors are swapped for normal copies, weights made per call (online LoRA) are
+  copied as Forge's layers fetch them, and the transformer blocks' norms get a copy of their input while
+  gradients are on. All are checked at every refinement call and undone at the end of the pass,
+  identity-checked (Forge may have moved or replaced a weight meanwhile);
 - the backward pass's memory is reserved through Forge's memory manager (a per-pass UnetPatcher clone).
 """
 
@@ -121,6 +122,7 @@ class GradientGuard:
        Forge makes new inference tensors when it moves or casts the model.
     2. The transformer blocks' norm1/norm2/norm3 get a copy of their input while gradients are on: the block
        adds its residuals in place (`x += ...`) into the tensor the norm saved for backward.
+    3. Weights made per call under inference mode (online LoRA) are copied as the layers fetch them.
     """
 
     def __init__(self, unet: nn.Module) -> None:
