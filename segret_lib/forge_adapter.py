@@ -61,8 +61,9 @@ class ForgeHost(WebUIHost):
                                "without it")
         reserve_backward_memory(p, gen)
         guard = GradientGuard(unet)
+        gen.pass_cleanups.append(guard.remove)  # registered first: undone even if installing fails half-way
+        guard.install()
         guard.check()
-        gen.pass_cleanups.append(guard.remove)
         gen.host_state["guard"] = guard  # the runners re-check it at every refinement call
 
     def runners(self, p, denoiser, gen, cond, uncond, image_cond):
@@ -128,16 +129,19 @@ class GradientGuard:
     def __init__(self, unet: nn.Module) -> None:
         self.unet = unet
         self.swapped: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
-        self.norms = InstancePatches()
-        for module in unet.modules():
+        self.patches = InstancePatches()
+
+    def install(self) -> None:
+        """Wrap the norms and the weight fetch (check() swaps the weights)."""
+        for module in self.unet.modules():
             if hasattr(module, "attn2") and all(hasattr(module, n) for n in ("norm1", "norm2", "norm3")):
                 for name in ("norm1", "norm2", "norm3"):
-                    self.norms.patch(getattr(module, name), "forward", _copy_input_when_differentiating)
+                    self.patches.patch(getattr(module, name), "forward", _copy_input_when_differentiating)
         # 3. weights made per call under inference mode (online LoRA merges them in backend.patcher.lora under
         #    torch.inference_mode()): Forge's layers fetch them through backend.operations.get_weight_and_bias
         operations = sys.modules.get("backend.operations")
         if operations is not None and hasattr(operations, "get_weight_and_bias"):
-            self.norms.patch(operations, "get_weight_and_bias", _normal_weights_when_differentiating)
+            self.patches.patch(operations, "get_weight_and_bias", _normal_weights_when_differentiating)
 
     def check(self) -> int:
         """Swap every parameter that is (again) an inference tensor; returns how many were swapped now."""
@@ -159,7 +163,7 @@ class GradientGuard:
             if module._parameters.get(name) is copy:
                 module._parameters[name] = original
         self.swapped.clear()
-        self.norms.restore()
+        self.patches.restore()
 
 
 def _copy_input_when_differentiating(original: Callable) -> Callable:
