@@ -275,6 +275,16 @@ def report(arch: str, args, size: int, name: str, results: dict, counts: dict) -
     print(f"\nA-STAR benchmark: {arch.upper()} UNet (random weights), {name}, torch {torch.__version__}, "
           f"{'fp16' if gpu else 'fp32'}, {args.attention} attention, {size}x{size}, batch {args.batch}, "
           f"{args.steps} Euler steps, CFG, {args.rounds} interleaved rounds x {args.repeat}")
+    if results:
+        print_times(args, results, gpu)
+    if counts:
+        print("host cost per refined step (counted with segret_lib.profiling; UNet forward + backward included):")
+        for c in counts.values():
+            print(f"  {c['mode']:<16}{c['concepts']} concepts: syncs {c['syncs']}, ops {c['ops']}, "
+                  f"sync sources {c['sync_sources']}")
+
+
+def print_times(args, results: dict, gpu: bool) -> None:
     print(f"memory: {'CUDA allocated above the loaded model' if gpu else 'peak RSS above the loaded model'}, "
           "median of the runs")
     print(f"{'mode':<22}{'s/step':>9}{'x plain':>9}{'min-max':>13}{'peak MiB':>10}{'updates':>9}"
@@ -287,11 +297,6 @@ def report(arch: str, args, size: int, name: str, results: dict, counts: dict) -
         updates = f"{r['updates']}/{args.steps}" if "updates" in r else "-"
         print(f"{mode:<22}{r['s_per_step']:>9.3f}{ratio:>9}{spread:>13}{r['peak_mib']:>10.0f}{updates:>9}{seg:>19}"
               f"{aae:>19}")
-    if counts:
-        print("host cost per refined step (counted with segret_lib.profiling; UNet forward + backward included):")
-        for c in counts.values():
-            print(f"  {c['mode']:<16}{c['concepts']} concepts: syncs {c['syncs']}, ops {c['ops']}, "
-                  f"sync sources {c['sync_sources']}")
 
 
 def main() -> None:
@@ -302,7 +307,7 @@ def main() -> None:
     ap.add_argument("--sdxl-size", type=int, default=None, help="SDXL image size in px (default 1024 GPU, 256 CPU)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default 20 GPU, 3 CPU)")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5 GPU, 3 CPU)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5 GPU, 3 CPU; 0: count only)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each mode per round")
     ap.add_argument("--modes", default=None, help=f"comma-separated, of {', '.join(MODES)} (default: all on a GPU, "
                                                   f"{', '.join(CPU_MODES)} on the CPU)")
@@ -316,7 +321,7 @@ def main() -> None:
     args.size = args.size or (512 if gpu else 256)
     args.sdxl_size = args.sdxl_size or (1024 if gpu else 256)
     args.steps = args.steps or (20 if gpu else 3)
-    args.rounds = args.rounds or (5 if gpu else 3)
+    args.rounds = args.rounds if args.rounds is not None else (5 if gpu else 3)
     modes = (args.modes or ",".join(MODES if gpu else CPU_MODES)).split(",")
     counts = [int(c) for c in args.count.split(",") if c]
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -327,7 +332,7 @@ def main() -> None:
         print(f"{arch}: building the UNet ({size}x{size})", flush=True)
         bench = Bench(arch, args.device, size, args.batch, args.attention)
         counted = host_cost(bench, counts, args.count_steps) if counts else {}
-        results = timed_rounds(bench, modes, args.steps, args.rounds, args.repeat)
+        results = timed_rounds(bench, modes, args.steps, args.rounds, args.repeat) if args.rounds else {}
         report(arch, args, size, name, results, counted)
         everything["archs"][arch] = {"size": size, "results": results, "host_cost": counted}
         del bench
