@@ -8,7 +8,7 @@ middle, linear projections, 64-channel heads, context 2048, a 2816-wide ADM vect
 parameters); its ADM input is a fixed random vector.
 
     python tests/benchmark.py                   # CUDA if present (fp16, 512 px, SDXL 1024 px), else CPU (fp32)
-    python tests/benchmark.py --device cpu --size 256 --steps 3 --rounds 5
+    python tests/benchmark.py --device cpu --size 256 --steps 3 --rounds 5 --threads 1   # a shared CPU
     python tests/benchmark.py --arch sd15,sdxl --sdxl-size 256     # SDXL scaled down (on CPU 1024 px is minutes)
     python tests/benchmark.py --attention naive      # ldm's own attention instead of the WebUI's default sdp
 
@@ -84,7 +84,8 @@ def sd15_unet():
 def sdxl_unet():
     """SDXL's UNet layout on ldm's UNetModel (which takes one transformer depth for all levels): built with depth
     10, then the 640-channel level's transformers keep their first 2 blocks; the ADM embedding is added the way
-    sgm builds it (num_classes 'sequential')."""
+    sgm builds it (num_classes 'sequential'). This ldm's SpatialTransformer takes one context per block: AdmLDM
+    passes the context as a list of 10."""
     from ldm.modules.attention import SpatialTransformer
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
     from torch import nn
@@ -92,8 +93,8 @@ def sdxl_unet():
     torch.manual_seed(0)
     unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2],
                      num_res_blocks=2, channel_mult=[1, 2, 4], num_head_channels=64, use_spatial_transformer=True,
-                     use_linear_in_transformer=True, transformer_depth=10, context_dim=2048, use_checkpoint=False,
-                     legacy=False)
+                     use_linear_in_transformer=True, transformer_depth=10, context_dim=[2048] * 10,
+                     use_checkpoint=False, legacy=False)
     for module in unet.modules():
         if isinstance(module, SpatialTransformer) and module.in_channels == 640:
             module.transformer_blocks = module.transformer_blocks[:2]
@@ -112,7 +113,7 @@ class AdmLDM(TinyLDM):
     def apply_model(self, x, t, cond):
         context = torch.cat(cond["c_crossattn"], 1)
         y = self.adm.expand(x.shape[0], -1).to(x.dtype)
-        return self.model.diffusion_model(x, t, context=context, y=y)
+        return self.model.diffusion_model(x, t, context=[context] * 10, y=y)
 
 
 class Bench:
@@ -315,8 +316,11 @@ def main() -> None:
     ap.add_argument("--count-steps", type=int, default=2, help="sampling steps of each counted run")
     ap.add_argument("--attention", choices=("sdp", "naive"), default="sdp",
                     help="CrossAttention forward: torch sdp (the WebUI's default) or ldm's own")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default=None, help="write the numbers as JSON")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = args.device.startswith("cuda")
     args.size = args.size or (512 if gpu else 256)
     args.sdxl_size = args.sdxl_size or (1024 if gpu else 256)
