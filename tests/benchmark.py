@@ -19,7 +19,8 @@ over the rounds, so one busy moment spoils one round's ratio, not the result.
 
 Memory, per run: CUDA: torch.cuda.max_memory_allocated minus the allocation before the run. CPU: the peak RSS
 (Linux /proc/self/clear_refs resets it before each run) minus the RSS at the start of the run; the median over
-the runs is reported.
+the runs is reported. All modes share one process, whose allocator keeps memory that earlier runs freed: the
+CPU figure is a lower bound that hardly separates the modes; compare memory on a GPU.
 
 Host cost: before the timed rounds, one A-STAR sampling (and one Attend-and-Excite one) per concept count runs
 under segret_lib.profiling's counter, and the dispatched torch ops and the host-device synchronisations of each
