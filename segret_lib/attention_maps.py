@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -36,8 +37,34 @@ def smooth(maps: torch.Tensor, kernel: int = 3, sigma: float = 0.5) -> torch.Ten
     x = maps.unsqueeze(1)
     mode = "reflect" if min(maps.shape[-2:]) > pad else "replicate"
     x = F.pad(x, (pad, pad, pad, pad), mode=mode)
-    w = gaussian_kernel(kernel, sigma, device=maps.device, dtype=maps.dtype)[None, None]
-    return F.conv2d(x, w).squeeze(1)
+    return F.conv2d(x, _kernel(kernel, sigma, maps.device, maps.dtype)).squeeze(1)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """gaussian_kernel as a [1, 1, size, size] conv weight, made once per device (a normal tensor, also when
+    first asked for under inference mode, so autograd may save it)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return gaussian_kernel(size, sigma, device=device, dtype=dtype)[None, None]
+
+
+@functools.lru_cache(maxsize=256)
+def _device_ints(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A long tensor of `values` on `device`, copied there once (a host-to-device copy waits on a GPU)."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.long).to(device)
+
+
+@functools.lru_cache(maxsize=256)
+def _token_weights(columns: tuple[tuple[int, ...], ...], n_keys: int, combine: str,
+                   device: torch.device) -> torch.Tensor:
+    """[K, C] float32 matrix whose column c adds ('sum') or averages ('mean') concept c's token columns."""
+    w = torch.zeros(n_keys, len(columns))
+    for c, cols in enumerate(columns):
+        for k in cols:
+            w[k, c] += 1.0 if combine == "sum" else 1.0 / len(cols)
+    with torch.inference_mode(False):
+        return w.clone().to(device)
 
 
 def concept_maps(
@@ -65,23 +92,23 @@ def concept_maps(
     if keys and keys[-1] - keys[0] == len(keys) - 1:  # one run of keys (one chunk): a view, no copy
         text = probs[:, keys[0]:keys[-1] + 1]
     else:
-        text = probs.index_select(1, torch.tensor(keys, dtype=torch.long, device=probs.device))
+        text = probs.index_select(1, _device_ints(keys, probs.device))
     text = (text.float() * temperature).softmax(dim=-1)
     column = {k: i for i, k in enumerate(keys)}
-    out = []
+    columns = []
     for concept in concepts:
         try:
-            idx = torch.tensor([column[p] for p in concept.positions], device=probs.device)
+            columns.append(tuple(column[p] for p in concept.positions))
         except KeyError as e:
             raise ValueError(f"'{concept.word}' sits at key {e.args[0]}, which is not a real prompt token") from None
-        token_maps = text.index_select(1, idx)
-        if combine == "max":
-            m = token_maps.max(dim=1).values
-        elif combine == "sum":
-            m = token_maps.sum(dim=1)
-        else:
-            m = token_maps.mean(dim=1)
-        out.append(m.reshape(h, w))
-    if not out:
+    if not columns:
         return text.new_zeros((0, h, w))
-    return smooth(torch.stack(out), kernel, sigma)
+    # every concept at once: a fixed number of operations whatever the number of concepts
+    if combine == "max":
+        width = max(len(c) for c in columns)
+        padded = tuple(i for c in columns for i in (*c, *(c[:1] * (width - len(c)))))  # repeats leave the max
+        m = text.index_select(1, _device_ints(padded, text.device)).reshape(h * w, len(columns), width)
+        m = m.max(dim=-1).values
+    else:
+        m = text @ _token_weights(tuple(columns), text.shape[1], combine, text.device)
+    return smooth(m.t().reshape(len(columns), h, w), kernel, sigma)

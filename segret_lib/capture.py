@@ -56,6 +56,7 @@ class AttentionCapture:
         self.active = False
         self.target_pixels = 0
         self.stop_after: int | None = None
+        self.stop_on_rise = False
         self.replaying = False
         self.probs: list[torch.Tensor] = []
 
@@ -85,11 +86,17 @@ class AttentionCapture:
 
     # ------------------------------------------------------------------ capturing
     @contextmanager
-    def capturing(self, pixels: int, stop_after: int | None = None) -> Iterator[list[torch.Tensor]]:
-        """Record head-averaged probabilities [B, N, K] of every cross-attention layer with N == pixels."""
+    def capturing(self, pixels: int, stop_after: int | None = None,
+                  stop_on_rise: bool = False) -> Iterator[list[torch.Tensor]]:
+        """Record head-averaged probabilities [B, N, K] of every cross-attention layer with N == pixels.
+
+        stop_after: raise CaptureComplete once that many layers were recorded. stop_on_rise: raise it at the
+        first layer with more pixels than `pixels` after a recorded one (a UNet's way back up past the capture
+        resolution: every layer there was seen), for when the number of layers is not known yet."""
         self.probs = []
         self.target_pixels = pixels
         self.stop_after = stop_after
+        self.stop_on_rise = stop_on_rise
         self.active = True
         self.replaying = False
         try:
@@ -97,6 +104,7 @@ class AttentionCapture:
         finally:
             self.active = False
             self.stop_after = None
+            self.stop_on_rise = False
 
     @contextmanager
     def replay(self) -> Iterator[None]:
@@ -112,6 +120,9 @@ class AttentionCapture:
         capture = self
 
         def forward(x, context=None, *args, **kwargs):
+            if (capture.stop_on_rise and capture.active and capture.probs and not capture.replaying
+                    and not forward.segret_inert and x.shape[1] > capture.target_pixels):
+                raise CaptureComplete
             if (
                 forward.segret_inert
                 or not capture.active

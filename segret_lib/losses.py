@@ -11,14 +11,18 @@ _EPS = 1e-8
 
 
 def segregation_loss(maps: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: sum over concept pairs m > n of sum(min(A^m, A^n)) / sum(A^m + A^n); each term in [0, 0.5]."""
+    """Eq. 2: sum over concept pairs m > n of sum(min(A^m, A^n)) / sum(A^m + A^n); each term in [0, 0.5].
+
+    All pairs at once (a [C, C] matrix of terms, its strict lower triangle summed): the number of operations
+    does not depend on the number of concepts."""
     c = maps.shape[0]
-    total = maps.new_zeros(())
-    for m in range(c):
-        for n in range(m):
-            overlap = torch.minimum(maps[m], maps[n]).sum()
-            total = total + overlap / (maps[m].sum() + maps[n].sum() + _EPS)
-    return total
+    if c < 2:
+        return maps.new_zeros(())
+    flat = maps.flatten(1)
+    overlap = torch.minimum(flat[:, None], flat[None]).sum(-1)  # [C, C]
+    mass = flat.sum(-1)
+    pairs = torch.ones(c, c, dtype=torch.bool, device=maps.device).tril_(-1)
+    return (overlap / (mass[:, None] + mass[None] + _EPS)).masked_fill(~pairs, 0.0).sum()
 
 
 def retention_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -59,13 +63,46 @@ def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
 
 
 def binarize(maps: torch.Tensor, mode: str = "fraction", threshold: float = 0.5) -> torch.Tensor:
-    """Retention masks B: per concept, A >= threshold * max(A) ('fraction') or A >= Otsu level ('otsu')."""
+    """Retention masks B: per concept, A >= threshold * max(A) ('fraction', all concepts at once and on the
+    device) or A >= Otsu level ('otsu', one concept at a time, read back to the host)."""
     maps = maps.detach()
+    if mode != "otsu":
+        level = maps.flatten(1).amax(-1) * threshold if maps.numel() else maps.new_zeros((maps.shape[0],))
+        return (maps >= level.reshape(-1, *([1] * (maps.dim() - 1)))).to(maps.dtype)
     out = torch.empty_like(maps)
     for i, a in enumerate(maps):
-        level = otsu_threshold(a) if mode == "otsu" else threshold * float(a.max())
-        out[i] = (a >= level).to(maps.dtype)
+        out[i] = (a >= otsu_threshold(a)).to(maps.dtype)
     return out
+
+
+def loss_terms(
+    method: str,
+    maps: torch.Tensor,
+    prev_masks: torch.Tensor | None,
+    seg_weight: float = 1.0,
+    ret_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a method for one image and its terms, all as tensors on the maps' device (nothing is read
+    back): 'astar' Eq. 4 (L_ret skipped without a mask: the first step), 'aae' the Attend-and-Excite loss,
+    'both' their sum."""
+    terms: dict[str, torch.Tensor] = {}
+    if method == "aae":
+        loss = excite_loss(maps)
+        return loss, {"aae": loss.detach()}
+    loss = maps.new_zeros(())
+    if seg_weight and maps.shape[0] > 1:
+        seg = segregation_loss(maps)
+        loss = loss + seg_weight * seg
+        terms["seg"] = seg.detach()
+    if ret_weight and prev_masks is not None:
+        ret = retention_loss(maps, prev_masks)
+        loss = loss + ret_weight * ret
+        terms["ret"] = ret.detach()
+    if method == "both":
+        aae = excite_loss(maps)
+        loss = loss + aae
+        terms["aae"] = aae.detach()
+    return loss, terms
 
 
 def total_loss(
@@ -75,17 +112,7 @@ def total_loss(
     ret_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 4: w_seg * L_seg + w_ret * L_ret. L_ret is skipped when there is no mask yet (first step)."""
-    loss = maps.new_zeros(())
-    parts: dict[str, float] = {}
-    if seg_weight and maps.shape[0] > 1:
-        seg = segregation_loss(maps)
-        loss = loss + seg_weight * seg
-        parts["seg"] = float(seg.detach())
-    if ret_weight and prev_masks is not None:
-        ret = retention_loss(maps, prev_masks)
-        loss = loss + ret_weight * ret
-        parts["ret"] = float(ret.detach())
-    return loss, parts
+    return method_loss("astar", maps, prev_masks, seg_weight, ret_weight)
 
 
 def method_loss(
@@ -95,13 +122,6 @@ def method_loss(
     seg_weight: float = 1.0,
     ret_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of a method for one image: 'astar' Eq. 4, 'aae' the Attend-and-Excite loss, 'both' their sum."""
-    if method == "aae":
-        loss = excite_loss(maps)
-        return loss, {"aae": float(loss.detach())}
-    loss, parts = total_loss(maps, prev_masks, seg_weight, ret_weight)
-    if method == "both":
-        aae = excite_loss(maps)
-        loss = loss + aae
-        parts["aae"] = float(aae.detach())
-    return loss, parts
+    """loss_terms with the terms read back as floats (one host read per term)."""
+    loss, terms = loss_terms(method, maps, prev_masks, seg_weight, ret_weight)
+    return loss, {k: float(v) for k, v in terms.items()}

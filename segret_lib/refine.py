@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from .losses import binarize, method_loss
+from .losses import binarize, loss_terms
 from .params import SegretParams
 from .schedule import iterative_schedule, step_size
 
@@ -61,19 +62,28 @@ class Refiner:
 
     def image_losses(self, maps: Sequence[torch.Tensor], rows: Sequence[int],
                      ) -> tuple[list[torch.Tensor], dict[str, float]]:
-        """The method's loss of each image, and the loss terms summed over the images."""
+        """The method's loss of each image, and the loss terms summed over the images (read back)."""
+        losses, terms = self.image_loss_terms(maps, rows)
+        parts: dict[str, float] = {}
+        for image_terms in terms:
+            for k, v in image_terms.items():
+                parts[k] = parts.get(k, 0.0) + float(v)
+        return losses, parts
+
+    def image_loss_terms(self, maps: Sequence[torch.Tensor], rows: Sequence[int],
+                         ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """The method's loss of each image and each image's loss terms, on the device (nothing read back)."""
         p = self.params
         losses: list[torch.Tensor] = []
-        parts: dict[str, float] = {}
+        terms: list[dict[str, torch.Tensor]] = []
         for m, row in zip(maps, rows, strict=True):
             mask = self.layout_masks[row] if self.layout_masks[row] is not None else self.prev_masks[row]
             if mask is not None and mask.shape != m.shape:
                 mask = None  # concepts changed between passes (e.g. a hires prompt): no retention this step
-            loss, terms = method_loss(p.method, m, mask, p.seg_weight, p.ret_weight)
+            loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight)
             losses.append(loss)
-            for k, v in terms.items():
-                parts[k] = parts.get(k, 0.0) + v
-        return losses, parts
+            terms.append(image_terms)
+        return losses, terms
 
     def refine(self, x: torch.Tensor, scale: torch.Tensor, step: int, total_steps: int,
                forward_maps: ForwardMaps, rows: Sequence[int] | None = None, keep_maps: bool = False,
@@ -85,9 +95,12 @@ class Refiner:
         and x moves by -alpha_t * s * grad_z L. keep_maps: copy the maps before the update to the CPU.
         backward_context: entered around the gradient computation (attention replay for checkpointed blocks).
 
-        At an iterative step (schedule.iterative_schedule) the update repeats, at most iterative_max times,
-        while an image's loss is above the step's target; each image stops on its own (the others' updates
-        go on), so the result does not depend on how many images are refined together.
+        A step with one update reads nothing back until its end: a non-finite loss or gradient discards the
+        update on the device (torch.where), and the losses, those checks and the maps' finiteness come back to
+        the host together, in one read. At an iterative step (schedule.iterative_schedule) the update repeats,
+        at most iterative_max times, while an image's loss is above the step's target; each image stops on its
+        own (the others' updates go on), so the result does not depend on how many images are refined
+        together. There every update reads its losses and its gradient check back, to decide whether to go on.
         """
         p = self.params
         rows = list(range(x.shape[0])) if rows is None else list(rows)
@@ -95,49 +108,88 @@ class Refiner:
         alpha = step_size(p.step_size, step, total_steps)
         target = iterative_schedule(p, total_steps).get(step)
         max_updates = p.iterative_max if target is not None else 1
+        eager = max_updates > 1  # decide between updates on the host
         scale = scale.to(x.device, torch.float32)
         x_cur = x.detach().float().clone()
         maps: list[torch.Tensor] = []
+        first_terms: list[dict[str, torch.Tensor]] = []
+        checks: list[torch.Tensor] = []  # one step: [loss finite, gradient finite], read back at the end
+        last_loss: torch.Tensor | None = None
         for it in range(max_updates):
             z = (x_cur / scale).detach().requires_grad_(True)
             with torch.enable_grad():
                 maps = forward_maps((z * scale).to(x.dtype))
                 if maps and not any(m.requires_grad for m in maps):
                     raise NoAttentionGradient
-                per_image, parts = self.image_losses(maps, rows)
+                per_image, terms = self.image_loss_terms(maps, rows)
                 loss = torch.stack(per_image).sum() if per_image else torch.zeros(())
-            value = float(loss.detach())
-            result.final_loss = value
+            last_loss = loss.detach()
             if it == 0:
-                result.loss, result.parts = value, parts
+                first_terms = terms
                 if keep_maps:
                     result.maps_before = [m.detach().float().cpu() for m in maps]
-            if not torch.isfinite(loss.detach()):
-                result.skipped = f"non-finite loss ({value}) at step {step + 1}; update skipped"
-                break
-            # the first update of a step is always made; later ones only for images still above the target
-            active = [it == 0 or float(v.detach()) > target for v in per_image]
-            if not loss.requires_grad or not any(active):
+            active: list[bool] = []
+            if eager:
+                values = torch.stack([last_loss, *(v.detach() for v in per_image)]).tolist()
+                result.final_loss = values[0]
+                if it == 0:
+                    result.loss = values[0]
+                if not math.isfinite(values[0]):
+                    result.skipped = f"non-finite loss ({values[0]}) at step {step + 1}; update skipped"
+                    break
+                # the first update of a step is always made; later ones only for images still above the target
+                active = [it == 0 or v > target for v in values[1:]]
+                if not any(active):
+                    break
+            if not loss.requires_grad:
                 break
             with backward_context():
                 (grad,) = torch.autograd.grad(loss, z)
-            if not torch.isfinite(grad).all():
-                result.skipped = f"non-finite gradient at step {step + 1}; update skipped"
-                break
-            if not all(active):
-                grad = grad * torch.tensor(active, dtype=grad.dtype, device=grad.device).reshape(
-                    -1, *([1] * (grad.dim() - 1)))
-            x_cur = x_cur - alpha * scale * grad
-            result.updates += 1
-        self._renew_masks(maps, rows)
+            grad_ok = torch.isfinite(grad).all()
+            if eager:
+                if not bool(grad_ok):
+                    result.skipped = f"non-finite gradient at step {step + 1}; update skipped"
+                    break
+                if not all(active):
+                    grad = grad * torch.tensor(active, dtype=grad.dtype, device=grad.device).reshape(
+                        -1, *([1] * (grad.dim() - 1)))
+                x_cur = x_cur - alpha * scale * grad
+                result.updates += 1
+            else:  # applied on the device only if the loss and the gradient are finite
+                loss_ok = torch.isfinite(last_loss)
+                x_cur = torch.where(loss_ok & grad_ok, x_cur - alpha * scale * grad, x_cur)
+                checks = [loss_ok, grad_ok]
+        self._finish(result, maps, rows, first_terms, last_loss, checks, eager)
         return x_cur.to(x.dtype), result
 
-    def _renew_masks(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> None:
-        if self.params.method == "aae":  # no retention term: no masks to keep
-            return
-        for m, row in zip(maps, rows, strict=False):
-            if torch.isfinite(m).all():
-                self.prev_masks[row] = binarize(m, self.params.threshold_mode, self.params.threshold)
+    def _finish(self, result: StepResult, maps: Sequence[torch.Tensor], rows: Sequence[int],
+                first_terms: Sequence[dict[str, torch.Tensor]], last_loss: torch.Tensor | None,
+                checks: Sequence[torch.Tensor], eager: bool) -> None:
+        """The step's one read-back: the first forward's loss terms, (one-update steps) the loss and the
+        finiteness checks, and whether each image's maps are finite; then the new retention masks."""
+        renew = self.params.method != "aae"  # no retention term: no masks to keep
+        masks = [binarize(m, self.params.threshold_mode, self.params.threshold) for m in maps] if renew else []
+        names = [k for image_terms in first_terms for k in image_terms]
+        values: list[torch.Tensor] = [v.float() for image_terms in first_terms for v in image_terms.values()]
+        if not eager and last_loss is not None:
+            values += [last_loss.float(), *(c.float() for c in checks)]
+        values += [torch.isfinite(m).all().float() for m in maps] if renew else []
+        back = torch.stack(values).tolist() if values else []
+        for k, v in zip(names, back, strict=False):
+            result.parts[k] = result.parts.get(k, 0.0) + v
+        back = back[len(names):]
+        if not eager and last_loss is not None:
+            value, flags, back = back[0], back[1:1 + len(checks)], back[1 + len(checks):]
+            result.loss = result.final_loss = value
+            if not math.isfinite(value):
+                result.skipped = f"non-finite loss ({value}) at step {result.step + 1}; update skipped"
+            elif flags and not flags[1]:
+                result.skipped = f"non-finite gradient at step {result.step + 1}; update skipped"
+            elif flags:
+                result.updates = 1
+        for mask, finite, row in zip(masks, back, rows, strict=False):
+            if finite:
+                self.prev_masks[row] = mask
 
     def reset(self) -> None:
         self.prev_masks = [None] * len(self.prev_masks)

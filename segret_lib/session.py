@@ -108,6 +108,7 @@ class SegretSession:
         self._layers: int | None = None
         self._snap_steps: set[int] = set()
         self._last_step = 0  # this pass's last refined step (1-based; 0 = all), resolved for the method
+        self._indices: dict[tuple, torch.Tensor] = {}  # row-index tensors on the device (_index)
 
     # ------------------------------------------------------------------ lifecycle
     def warn(self, message: str) -> None:
@@ -231,7 +232,7 @@ class SegretSession:
             sig = sigma.detach().clone().reshape(-1)
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
-                index = torch.tensor(part, device=x.device)
+                index = self._index(part, x.device)
                 updates.append((index, self._refine_rows(x.index_select(0, index).clone(), sig, part, index,
                                                          step, run_unet, merged)))
         for index, new_x in updates:
@@ -276,10 +277,13 @@ class SegretSession:
         pairs = [(i, row, part) for i, row in enumerate(rows) for part in sorted({c.part for c in self.concepts[row]})]
         extra = any(part for _, _, part in pairs) or len(pairs) != len(rows)
         stop = self._layers if self.params.early_exit else None
-        with self.capture.capturing(hw[0] * hw[1], stop_after=stop) as probs, suppress(CaptureComplete):
+        rise = self.params.early_exit and self._layers is None  # first refined step: layer count not known yet
+        with self.capture.capturing(hw[0] * hw[1], stop_after=stop, stop_on_rise=rise) as probs, \
+                suppress(CaptureComplete):
             if extra:
-                take = torch.tensor([i for i, _, _ in pairs], device=x_model.device)
-                run_unet(x_model.index_select(0, take), sigma.index_select(0, take.to(sigma.device)),
+                take = [i for i, _, _ in pairs]
+                run_unet(x_model.index_select(0, self._index(take, x_model.device)),
+                         sigma.index_select(0, self._index(take, sigma.device)),
                          [row for _, row, _ in pairs], parts=[part for _, _, part in pairs])
             else:
                 run_unet(x_model, sigma, rows)
@@ -290,15 +294,28 @@ class SegretSession:
             self._layers = len(probs)
         avg = torch.stack(probs).mean(dim=0)[:len(pairs)]  # [pairs, N, K]; CFG layout: the cond rows come first
         p = self.params
-        maps: dict[int, list[torch.Tensor]] = {row: [None] * len(self.concepts[row]) for row in rows}
+        maps: dict[int, list[torch.Tensor] | torch.Tensor] = {row: [None] * len(self.concepts[row]) for row in rows}
         for j, (_, row, part) in enumerate(pairs):  # each sub-prompt's concepts, put back in the concepts' order
             slots = [k for k, c in enumerate(self.concepts[row]) if c.part == part]
             held = [self.concepts[row][k] for k in slots]
             found = concept_maps(avg[j], hw, self._keys(row, part), held, p.softmax_temperature, p.token_combine,
                                  p.smooth_kernel, p.smooth_sigma)
+            if len(slots) == len(self.concepts[row]):  # all of the image's concepts, in order: no restacking
+                maps[row] = found
+                continue
             for k, m in zip(slots, found, strict=True):
                 maps[row][k] = m
-        return [torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
+        return [maps[row] if isinstance(maps[row], torch.Tensor)
+                else torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
+
+    def _index(self, values: Sequence[int], device: torch.device) -> torch.Tensor:
+        """A long tensor of row indices on `device`, made once per session (a host-to-device copy waits on a
+        GPU, so it is not made again at every step)."""
+        key = (tuple(values), device)
+        if key not in self._indices:
+            with torch.inference_mode(False):
+                self._indices[key] = torch.tensor(key[0], dtype=torch.long).to(device)
+        return self._indices[key]
 
     def _keys(self, row: int, part: int) -> int | Sequence[int]:
         keys = self.n_real[row]
