@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segret_lib.layout import box_mask, image_target, in_box_fraction, parse_layout
+from segret_lib.layout import image_target, in_box_fraction, parse_layout
 from segret_lib.params import SegretParams
 
 from .dataset import SIZE
