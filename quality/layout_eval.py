@@ -5,7 +5,8 @@ or swapped), does each object land in its box, and does each concept's attention
 
 Per prompt, seed and orientation it samples plain, A-STAR (no layout) and A-STAR with the layout, and reports:
 object centre in its box (the largest detected blob of the object's colour; colour words localise on this model,
-shape words barely), both objects in their boxes, and the share of each concept's map mass inside its box,
+shape words barely), both objects in their boxes, stray pixels (grain: neither background nor a palette colour),
+and the share of each concept's map mass inside its box,
 averaged over the refined steps (the map the overlays show; A-STAR with and without the layout).
 """
 
@@ -24,7 +25,7 @@ from segret_lib.layout import image_target, in_box_fraction, parse_layout
 from segret_lib.params import SegretParams
 
 from .dataset import SIZE
-from .detector import detect
+from .detector import detect, stray_share
 from .evaluate import Engine, PromptSpec, read_prompts
 from .model import WEIGHTS, load
 
@@ -46,6 +47,7 @@ def run(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], steps
     variants = ("plain", "astar", "layout")
     centre = {v: [] for v in variants}
     both = {v: [] for v in variants}
+    stray = {v: [] for v in variants}
     mass = {v: [] for v in ("astar", "layout")}
     for spec in specs:
         for flip in (False, True):
@@ -62,6 +64,7 @@ def run(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], steps
                     hits = [centre_in_box(img, colour, box) for (colour, _), box in zip(spec.objects, boxes,
                                                                                         strict=True)]
                     centre[v].extend(hits)
+                    stray[v].append(stray_share(img))
                     both[v].append(all(hits))
                 if session is not None:
                     target = image_target(layout, list(spec.concepts), (SIZE, SIZE))
@@ -71,6 +74,7 @@ def run(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], steps
     for v in variants:
         out[f"{v}_centre_in_box"] = float(np.mean(centre[v]))
         out[f"{v}_both_in_box"] = float(np.mean(both[v]))
+        out[f"{v}_stray_pixels"] = float(np.mean(stray[v]))
     for v in mass:
         out[f"{v}_map_mass_in_box"] = float(np.mean(mass[v]))
     return out
