@@ -63,10 +63,11 @@ class MapAccumulator:
 
 # ---------------------------------------------------------------------------------------------- rendering
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """[h, w] map -> [H, W] in [0, 1] (scaled to its own maximum), bicubic, so the cells do not show."""
+    """[h, w] map -> [H, W] in [0, 1] (stretched from its own minimum to its maximum), bicubic, so the cells do
+    not show."""
     a = m.detach().float()[None, None]
-    hi = float(a.max())
-    a = a / hi if hi > 0 else a * 0
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) / (hi - lo) if hi > lo else a * 0
     up = F.interpolate(a, size=(size[1], size[0]), mode="bicubic", align_corners=False)
     return up[0, 0].clamp(0, 1).numpy()
 
@@ -101,9 +102,9 @@ def concept_overlay(image: Image.Image, m: torch.Tensor, word: str, index: int,
 
     base = _fit(image)
     a = upsample(m, base.size)
-    img = np.asarray(base).astype(np.float32) * 0.55
+    img = np.asarray(base).astype(np.float32) * 0.8
     heat = colorize(a).astype(np.float32)
-    alpha = (0.25 + 0.65 * a)[..., None]
+    alpha = (0.1 + 0.7 * a)[..., None]
     out = Image.fromarray((img * (1 - alpha) + heat * alpha).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     if box is not None:
@@ -117,12 +118,12 @@ def combined_overlay(image: Image.Image, maps: torch.Tensor, words: Sequence[str
     """Every concept in its own colour over the image: per pixel the concepts' colours mixed by their
     (max-normalised) maps, opaque where a map is strong; boxes in the same colours; a legend."""
     base = _fit(image)
-    img = np.asarray(base).astype(np.float32) * 0.6
+    img = np.asarray(base).astype(np.float32) * 0.8
     ups = np.stack([upsample(m, base.size) for m in maps]) if len(maps) else np.zeros((0, *img.shape[:2]))
     cols = np.array([colour(i) for i in range(len(words))], dtype=np.float32).reshape(-1, 3)
-    weight = ups.sum(0)
-    mix = np.einsum("chw,cd->hwd", ups, cols) / np.maximum(weight, 1e-6)[..., None]
-    alpha = (0.85 * ups.max(0) if len(ups) else np.zeros(img.shape[:2]))[..., None] if len(ups) else 0.0
+    weight = ups**4  # the locally strongest concept's colour dominates the mix
+    mix = np.einsum("chw,cd->hwd", weight, cols) / np.maximum(weight.sum(0), 1e-6)[..., None]
+    alpha = (0.8 * ups.max(0) ** 1.5)[..., None] if len(ups) else np.zeros((*img.shape[:2], 1))
     out = Image.fromarray((img * (1 - alpha) + mix * alpha).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     for i, word in enumerate(words):
