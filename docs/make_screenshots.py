@@ -1,8 +1,9 @@
 """Screenshots of the Layout panel in the real WebUI (dark theme), driven through headless Chromium's DevTools
 protocol with real mouse events, and the overlay sheet that generation adds to the gallery.
 
-    SEGRET_WEBUI_DIR=... bash tests/integration/setup_webui.sh     # once: the WebUI tree and tiny models
-    .venv/bin/python docs/make_screenshots.py                      # needs `chromium` on PATH
+    export SEGRET_WEBUI_WORK=/tmp/segret-shot-work   # not under a hidden folder: gradio refuses to serve the
+    SEGRET_WEBUI_DIR=... bash tests/integration/setup_webui.sh   # WebUI's javascript from one (HTTP 403)
+    .venv/bin/python docs/make_screenshots.py      # needs `chromium` on PATH
 
 Writes docs/layout_panel.png (the accordion with two boxes drawn) and docs/layout_gallery.png (the gallery after
 generating: the image and its overlay sheet). The WebUI runs the random-weight test checkpoint, so the image
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -136,8 +138,12 @@ def main() -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium is not installed")
-    server = WebUI((ROOT / ".webui-work").resolve())
-    server.start()
+    url = os.environ.get("SEGRET_WEBUI_URL")  # a WebUI already running (e.g. `launch.py` by hand)
+    work = Path(os.environ.get("SEGRET_WEBUI_WORK", ROOT / ".webui-work")).resolve()
+    server = None if url else WebUI(work)
+    if server is not None:
+        server.start()
+        url = server.url
     profile = tempfile.mkdtemp(prefix="segret-chromium-")
     browser = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
                                 f"--user-data-dir={profile}", f"--remote-debugging-port={PORT}", "--force-dark-mode",
@@ -150,11 +156,12 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-        asyncio.run(drive(server.url))
+        asyncio.run(drive(url))
     finally:
         browser.terminate()
         browser.wait(20)
-        server.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(profile, ignore_errors=True)
 
 

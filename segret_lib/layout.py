@@ -196,8 +196,15 @@ class LayoutTarget:
         return self.masks.shape
 
     def to(self, device: torch.device | str) -> LayoutTarget:
-        others = self.others.to(device) if self.others is not None else None
-        return LayoutTarget(self.masks.to(device), self.boxed.to(device), others)
+        """This target on `device` (copied once per device, then reused at every step)."""
+        device = torch.device(device)
+        if self.masks.device == device:
+            return self
+        cache = self.__dict__.setdefault("_copies", {})
+        if device not in cache:
+            others = self.others.to(device) if self.others is not None else None
+            cache[device] = LayoutTarget(self.masks.to(device), self.boxed.to(device), others)
+        return cache[device]
 
 
 def image_target(layout: Layout, words: Sequence[str], latent_hw: tuple[int, int],
@@ -233,7 +240,7 @@ def layout_loss(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | None
     'ret', 'aae' as usual, 'layout' (the box retention term), 'inbox' (the boxed concepts' mean in-box share),
     'outside' (exclusive term)."""
     loss, parts = method_loss(method, maps, None, seg_weight, ret_weight)
-    target = target.to(maps.device) if target.masks.device != maps.device else target
+    target = target.to(maps.device)
     boxed = target.boxed
     free = ~boxed
     if method != "aae" and ret_weight and prev_masks is not None and bool(free.any()):
