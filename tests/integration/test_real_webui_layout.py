@@ -31,12 +31,13 @@ def test_layout_with_overlays_in_a_batch(webui):
     assert info["A-STAR layout"] == "cat: 0 0 0.5 1; dog: 0.5 0.1 1 0.9", info
     assert info["A-STAR layout strength"] == "3", info
     assert "in box" in info["A-STAR result"] and result_counts(info["A-STAR result"]) == [(6, 6)], info
-    # the WebUI's grid, the two images, then one overlay sheet per image (combined + cat + dog panels)
+    # the two images (the API makes no grid unless save_images), then one overlay sheet per image (combined, cat,
+    # dog panels), each with its own image's infotext
     images = [Image.open(io.BytesIO(base64.b64decode(i))) for i in res["images"]]
-    assert len(images) == 5, [im.size for im in images]
-    assert [im.size for im in images[3:]] == [(3 * 384 + 2 * 4, 384)] * 2
+    assert len(images) == 4, [im.size for im in images]
+    assert [im.size for im in images[2:]] == [(3 * 384 + 2 * 4, 384)] * 2
     infotexts = res["info"]["infotexts"]
-    assert infotexts[3] == infotexts[1] and infotexts[4] == infotexts[2]
+    assert infotexts[2] == infotexts[0] and infotexts[3] == infotexts[1] and infotexts[0] != infotexts[1]
 
 
 def test_layout_in_the_positional_list_and_a_bad_box(webui, plain):
