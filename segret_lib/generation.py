@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from .overlays import ImageMaps, overlay_sheet
 from .params import SegretParams
 from .patching import InstancePatches
 from .session import SegretSession
@@ -33,6 +34,8 @@ class Generation:
         self.low_vram = params.low_vram
         self.out_of_memory = False  # an earlier batch ran out of memory even with every fallback
         self.layout = "cond"  # batch layout of the refinement call; "cfg" once the cond-only call failed
+        # per batch, each image's aggregated maps for the overlays (None: that batch was not refined)
+        self.overlay_batches: list[list[ImageMaps | None] | None] = []
 
     def warn(self, message: str) -> None:
         if message not in self.batch_warnings:
@@ -45,6 +48,7 @@ class Generation:
         """A new batch (batch count > 1): its images' infotext describes it alone."""
         self.batch_warnings = []
         self.batch_summary = ""
+        self.overlay_batches.append(None)
 
     def end_pass(self) -> None:
         self.sampler_patches.restore()
@@ -66,8 +70,12 @@ class Generation:
             self.out_of_memory = self.out_of_memory or self.session.out_of_memory
             for w in self.session.warnings:
                 self.warn(w)
-            if self.params.show_maps:
+            if self.params.show_maps and self.params.maps_view != "overlay":
                 self.grids.extend(session_grids(self.session))
+            if self.session.overlay_maps is not None:
+                if not self.overlay_batches:
+                    self.overlay_batches.append(None)
+                self.overlay_batches[-1] = self.session.overlay_maps.result()
             summary = self.session.summary()
             self.batch_summary = summary
             if summary:
@@ -76,3 +84,13 @@ class Generation:
 
     def close(self) -> None:
         self.end_batch()
+
+    def overlay_images(self, images: list, batch_size: int) -> list[tuple[int, object]]:
+        """(index in `images`, overlay sheet) of the generated images (`images` in order, batch by batch)."""
+        out = []
+        for n, batch in enumerate(self.overlay_batches):
+            for i, maps in enumerate(batch or []):
+                k = n * max(batch_size, 1) + i
+                if maps is not None and k < len(images):
+                    out.append((k, overlay_sheet(images[k], maps, self.params.layout)))
+        return out

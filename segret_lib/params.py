@@ -11,6 +11,9 @@ from typing import Any
 MAX_CONCEPTS = 8
 INFOTEXT_PREFIX = "A-STAR"
 THRESHOLD_MODES = ("fraction", "otsu")
+# What "Show attention maps" adds: each concept's map over the image (+ all concepts in one picture), the
+# before/after grid at four steps, or both
+MAPS_VIEWS = ("overlay", "grid", "both")
 TOKEN_COMBINE_MODES = ("mean", "max", "sum")
 
 # Methods: A-STAR's segregation + retention losses, Attend-and-Excite's (Chefer et al. 2023) "most neglected
@@ -121,9 +124,15 @@ class SegretParams:
     early_exit: bool = True  # stop the UNet after the last captured layer during refinement
     low_vram: bool = False  # checkpoint the UNet's blocks during refinement: less VRAM, slower
     method: str = "astar"  # "astar", "aae" (Attend-and-Excite) or "both" (the two losses summed)
+    # layout (paper section 5): ((concept, (x0, y0, x1, y1)), ...), fractions of the image; see layout.py
+    layout: tuple = ()
+    layout_strength: float = 1.0  # retention weight of the boxed concepts (their box is the retention target)
+    layout_exclusive: bool = False  # also push each concept's attention out of the other concepts' boxes
+    maps_view: str = "overlay"  # what show_maps adds: MAPS_VIEWS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", canonical_method(self.method))
+        object.__setattr__(self, "layout", _parse_layout(self.layout))
         if not isinstance(self.iterative_target, tuple):
             object.__setattr__(self, "iterative_target", _parse_targets(self.iterative_target))
         self.validate()
@@ -148,6 +157,11 @@ class SegretParams:
         _check_range("iterative_max", self.iterative_max, 1, 200)
         _check_range("softmax_temperature", self.softmax_temperature, 1e-3, 1e4)
         _check_range("smooth_sigma", self.smooth_sigma, 0.0, 10.0)
+        if not isinstance(self.layout_strength, (int, float)) or not math.isfinite(self.layout_strength):
+            raise ParamError(f"layout_strength must be a finite number, got {self.layout_strength!r}")
+        _check_range("layout_strength", self.layout_strength, 0.0, 100.0)
+        if self.maps_view not in MAPS_VIEWS:
+            raise ParamError(f"maps_view must be one of {MAPS_VIEWS}, got {self.maps_view!r}")
         if self.threshold_mode not in THRESHOLD_MODES:
             raise ParamError(f"threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}")
         if self.threshold_mode == "fraction" and not 0.0 < self.threshold < 1.0:
@@ -163,8 +177,14 @@ class SegretParams:
                 raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
             if len(self.concepts) > MAX_CONCEPTS:
                 raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(self.concepts)}")
-            if self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0:
+            if self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0 and not self.layout:
                 raise ParamError("both loss weights are 0: nothing to optimise")
+            from .layout import LayoutError, check_names
+
+            try:
+                check_names(self.layout, self.concepts)
+            except LayoutError as e:
+                raise ParamError(str(e)) from None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -207,6 +227,13 @@ class SegretParams:
             out[f"{INFOTEXT_PREFIX} iterative"] = "off"  # the method's default is on: say it was turned off
         if self.hires:
             out[f"{INFOTEXT_PREFIX} hires"] = "True"
+        if self.layout:
+            from .layout import layout_text
+
+            out[f"{INFOTEXT_PREFIX} layout"] = layout_text(self.layout)
+            out[f"{INFOTEXT_PREFIX} layout strength"] = _fmt(self.layout_strength)
+            if self.layout_exclusive:
+                out[f"{INFOTEXT_PREFIX} layout exclusive"] = "True"
         return out
 
     @classmethod
@@ -244,7 +271,21 @@ class SegretParams:
                     values["iterative_max"] = val
         if key + "hires" in info:
             values["hires"] = str(info[key + "hires"]).lower() == "true"
+        if key + "layout" in info:
+            values["layout"] = info[key + "layout"]
+            if key + "layout strength" in info:
+                values["layout_strength"] = info[key + "layout strength"]
+            values["layout_exclusive"] = str(info.get(key + "layout exclusive", "")).lower() == "true"
         return cls.create(**values)
+
+
+def _parse_layout(value: Any) -> tuple:
+    from .layout import LayoutError, parse_layout
+
+    try:
+        return parse_layout(value)
+    except LayoutError as e:
+        raise ParamError(str(e)) from None
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -276,6 +317,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             return int(as_float)
         if f.name == "method":
             return canonical_method(value)
+        if f.name == "layout":
+            return _parse_layout(value)
         if kind == "str":
             return str(value).strip().lower()
         if f.name == "concepts":
@@ -295,7 +338,8 @@ DEFAULTS = SegretParams()
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
 UI_FIELDS: tuple[str, ...] = (
     "enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold_mode", "threshold",
-    "iterative", "show_maps", "hires", "low_vram", "method",
+    "iterative", "show_maps", "hires", "low_vram", "method", "layout", "layout_strength", "layout_exclusive",
+    "maps_view",
 )
 """Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order (new fields
 are appended, so older, shorter lists keep their meaning)."""

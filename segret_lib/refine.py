@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .layout import LayoutTarget, layout_terms
 from .losses import binarize, loss_terms
 from .params import SegretParams
 from .schedule import iterative_schedule, step_size
@@ -50,6 +51,8 @@ class Refiner:
         self.params = params
         self.prev_masks: list[torch.Tensor | None] = [None] * n_images
         self.layout_masks = list(layout_masks) if layout_masks is not None else [None] * n_images
+        # called with each refined step's maps (detached, before the update) and their rows, when set
+        self.on_maps: Callable[[list[torch.Tensor], Sequence[int]], None] | None = None
 
     def loss(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
         """Sum over images of the method's loss (A-STAR: Eq. 4; retention uses the layout mask if given, else
@@ -77,10 +80,15 @@ class Refiner:
         losses: list[torch.Tensor] = []
         terms: list[dict[str, torch.Tensor]] = []
         for m, row in zip(maps, rows, strict=True):
-            mask = self.layout_masks[row] if self.layout_masks[row] is not None else self.prev_masks[row]
+            target = self.layout_masks[row]
+            mask = target if target is not None and not isinstance(target, LayoutTarget) else self.prev_masks[row]
             if mask is not None and mask.shape != m.shape:
                 mask = None  # concepts changed between passes (e.g. a hires prompt): no retention this step
-            loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight)
+            if isinstance(target, LayoutTarget) and target.shape == m.shape:  # boxes (layout.py)
+                loss, image_terms = layout_terms(p.method, m, mask, target, p.seg_weight, p.ret_weight,
+                                                 p.layout_strength)
+            else:
+                loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight)
             losses.append(loss)
             terms.append(image_terms)
         return losses, terms
@@ -128,6 +136,8 @@ class Refiner:
                 first_terms = terms
                 if keep_maps:
                     result.maps_before = [m.detach().float().cpu() for m in maps]
+                if self.on_maps is not None:
+                    self.on_maps([m.detach() for m in maps], rows)
             active: list[bool] = []
             if eager:
                 values = torch.stack([last_loss, *(v.detach() for v in per_image)]).tolist()

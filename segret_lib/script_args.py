@@ -8,6 +8,7 @@ from typing import Any
 from .params import METHOD_DEFAULTS, UI_FIELDS, ParamError, SegretParams, canonical_method
 
 OVERRIDES_ATTR = "segret_overrides"  # dict set on p by X/Y/Z-plot axes
+LAYOUT_SWITCH = "layout_on"  # X/Y/Z override key: "On" keeps the layout, "Off" drops its boxes
 
 
 def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> SegretParams:
@@ -15,8 +16,11 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
 
     Method defaults (params.METHOD_DEFAULTS): in the dict, only the keys given are explicit, the others take the
     method's defaults. The positional values are the UI's, every one explicit; an X/Y/Z override of the method
-    switches them as the UI does (switch_method). Raises ParamError with a message that names the bad value.
+    switches them as the UI does (switch_method). The override LAYOUT_SWITCH "Off" drops the layout's boxes.
+    Raises ParamError with a message that names the bad value.
     """
+    overrides = dict(overrides) if overrides else None
+    layout_on = overrides.pop(LAYOUT_SWITCH, None) if overrides else None
     if args and isinstance(args[0], dict):  # API: {"args": [{...}]}; the UI defaults after it are ignored
         values = dict(args[0])
         values.setdefault("enabled", True)
@@ -33,7 +37,19 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
             if "method" in overrides:
                 values = switch_method(values, values.get("method", "astar"), overrides.pop("method"))
             values.update(overrides)
+    if layout_on is not None and not layout_switch_value(layout_on):
+        values["layout"] = ""
     return SegretParams.create(**values)
+
+
+def layout_switch_value(value: Any) -> bool:
+    """The X/Y/Z layout axis' value ("On"/"Off", also true/false, 1/0) -> whether the layout is used."""
+    low = str(value).strip().lower()
+    if low in ("on", "true", "1", "yes", "layout"):
+        return True
+    if low in ("off", "false", "0", "no", "none"):
+        return False
+    raise ParamError(f"the layout axis takes On or Off, got {value!r}")
 
 
 def switch_method(values: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:

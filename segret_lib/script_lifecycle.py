@@ -146,11 +146,14 @@ class ScriptLifecycle:
         if gen is None:
             return
         gen.close()
-        if gen.grids:
-            info = processed.infotexts[0] if getattr(processed, "infotexts", None) else ""
-            processed.images.extend(gen.grids)
-            if getattr(processed, "infotexts", None) is not None:
-                processed.infotexts.extend([info] * len(gen.grids))
+        first = int(getattr(processed, "index_of_first_image", 0) or 0)
+        infotexts = getattr(processed, "infotexts", None)
+        overlays = gen.overlay_images(processed.images[first:], int(getattr(p, "batch_size", 1) or 1))
+        extra = [(first + k, img) for k, img in overlays] + [(first, img) for img in gen.grids]
+        for k, img in extra:  # each overlay with its own image's infotext
+            processed.images.append(img)
+            if infotexts is not None:
+                infotexts.append(infotexts[k] if k < len(infotexts) else (infotexts[0] if infotexts else ""))
         self._cleanup()
 
     def _cleanup(self) -> None:

@@ -13,7 +13,16 @@ from typing import Any
 
 import gradio as gr
 
-from .params import INFOTEXT_PREFIX, METHOD_DEFAULTS, METHOD_LABELS, UI_FIELDS, SegretParams, canonical_method
+from .layout import LayoutError, layout_json, parse_layout
+from .params import (
+    INFOTEXT_PREFIX,
+    MAPS_VIEWS,
+    METHOD_DEFAULTS,
+    METHOD_LABELS,
+    UI_FIELDS,
+    SegretParams,
+    canonical_method,
+)
 from .script_args import switch_method, threshold_from, threshold_mode_from
 
 ACCORDION_LABEL = "A-STAR (segregation & retention)"
@@ -41,8 +50,16 @@ TIPS = {
     "iterative": "Repeat the update at a few steps until the loss reaches a target (at most 20 times). A-STAR, Both: "
                  "steps 1, 11, 21, loss 0.2. Attend-and-Excite (on by default): steps 1, 11, 21 of 50 (scaled to "
                  "your step count) until every concept's attention peaks at 0.05, 0.5, 0.8. Slower.",
-    "show_maps": "Add a grid to the gallery with each concept's attention map before and after refinement "
-                 "at a few steps.",
+    "show_maps": "Add each concept's attention (averaged over the refined steps) over the generated image, and "
+                 "one picture with all concepts in their own colours (Maps view: also the before/after grid).",
+    "maps_view": "What Show attention maps adds: overlays on the image, the before/after grid at four steps, "
+                 "or both.",
+    "layout": "Boxes per concept as fractions of the image (x0, y0, x1, y1), origin top left; drawn in the editor "
+              "above or typed as JSON: {\"cat\": [0, 0.2, 0.5, 0.9]}. A boxed concept's retention target is its "
+              "box; concepts without a box keep the normal one.",
+    "layout_strength": "Retention weight of the boxed concepts: how strongly their attention is pulled into their "
+                       "box (every method, from the first step).",
+    "layout_exclusive": "Also push each concept's attention out of the other concepts' boxes.",
     "hires": "Also refine the hires-fix second pass (off by default: the first pass already fixes the layout).",
     "low_vram": "Recompute the UNet's activations in the refinement's backward pass instead of keeping them: "
                 "almost no VRAM beyond normal sampling, each refined step about 1.5x slower. Switched on by itself "
@@ -99,6 +116,18 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
             hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
                                 visible=not is_img2img)
             low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
+        maps_view = gr.Radio(list(MAPS_VIEWS), value=d.maps_view, label="Maps view", elem_id=f"segret_{tab}_maps_view")
+        with gr.Accordion("Layout", open=False, elem_id=f"segret_{tab}_layout_panel"):
+            # javascript/segret_layout.js draws the box editor here and keeps it in sync with the textbox
+            gr.HTML('<div class="segret-layout-editor"></div>', elem_id=f"segret_{tab}_layout_editor",
+                    elem_classes=["segret-layout"])
+            layout = gr.Textbox(label="Boxes (JSON, fractions x0, y0, x1, y1)",
+                                placeholder='{"cat": [0, 0.2, 0.5, 0.9]}', lines=1, elem_id=f"segret_{tab}_layout")
+            with gr.Row():
+                layout_strength = gr.Slider(0.0, 10.0, d.layout_strength, step=0.1, label="Layout strength",
+                                            elem_id=f"segret_{tab}_layout_strength")
+                layout_exclusive = gr.Checkbox(d.layout_exclusive, label="Keep out of other boxes",
+                                               elem_id=f"segret_{tab}_layout_exclusive")
     # user input only (not paste, which sets every control from the infotext): the method's defaults
     method.input(on_method_input, inputs=[method, previous_method, iterative], outputs=[iterative, previous_method],
                  show_progress=False)
@@ -106,7 +135,8 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
         "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,
         "threshold": threshold, "iterative": iterative, "show_maps": show_maps, "hires": hires,
-        "low_vram": low_vram, "method": method,
+        "low_vram": low_vram, "method": method, "layout": layout, "layout_strength": layout_strength,
+        "layout_exclusive": layout_exclusive, "maps_view": maps_view,
     }
     key = f"{INFOTEXT_PREFIX} "
     infotext_fields = [
@@ -122,10 +152,24 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         (hires, lambda d: True if key + "hires" in d else None),
         (method, lambda d: method_label_from(d)),
         (previous_method, lambda d: method_label_from(d)),
+        (layout, lambda d: layout_from(d)),
+        (layout_strength, key + "layout strength"),
+        (layout_exclusive, lambda d: (key + "layout exclusive" in d) if key + "concepts" in d else None),
     ]
     paste_field_names = [key + n for n in ("concepts", "seg weight", "ret weight", "step size", "last step",
-                                           "threshold", "method")]
+                                           "threshold", "method", "layout", "layout strength")]
     return UiParts([components[name] for name in UI_FIELDS], infotext_fields, paste_field_names)
+
+
+def layout_from(info) -> str | None:
+    """Infotext `A-STAR layout` -> the Boxes textbox (JSON); an A-STAR infotext without one clears the boxes."""
+    key = f"{INFOTEXT_PREFIX} "
+    if key + "layout" not in info:
+        return "" if key + "concepts" in info else None
+    try:
+        return layout_json(parse_layout(info[key + "layout"]))
+    except LayoutError:
+        return str(info[key + "layout"])
 
 
 def on_method_input(method: str, previous: str, iterative: bool):

@@ -17,6 +17,8 @@ from torch import nn
 from .attention_maps import capture_hw, concept_maps
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
+from .layout import image_target
+from .overlays import MapAccumulator
 from .params import SegretParams
 from .patching import parameters_frozen
 from .refine import NoAttentionGradient, Refiner, StepResult
@@ -97,7 +99,11 @@ class SegretSession:
         # recompute activations in the backward pass
         self.low_vram = (params.low_vram if low_vram is None else low_vram) and bool(self.blocks)
         self.out_of_memory = False  # switched off after every out-of-memory fallback failed
-        self.record_snapshots = params.show_maps if record_snapshots is None else record_snapshots
+        self.record_snapshots = (params.show_maps and params.maps_view != "overlay"
+                                 if record_snapshots is None else record_snapshots)
+        # each image's maps summed over the first pass's refined steps, for the overlays (overlays.py)
+        self.overlay_maps = (MapAccumulator(len(self.concepts))
+                             if params.show_maps and params.maps_view != "grid" else None)
         self.capture = AttentionCapture()
         self.refiner = Refiner(params, len(self.concepts))
         self.warnings: list[str] = []
@@ -124,6 +130,19 @@ class SegretSession:
                 self.refiner.prev_masks[row] = None
         self.concepts = [list(c) for c in concepts]
         self.n_real = list(n_real)
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        """Each image's layout boxes as retention masks at the pass's capture resolution (layout.py)."""
+        if not self.params.layout or self.current is None:
+            return
+        self.refiner.layout_masks = [
+            image_target(self.params.layout, [c.word for c in cs], self.current.latent_hw,
+                         self.params.layout_exclusive) if cs else None
+            for cs in self.concepts]
+
+    def _collect_maps(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> None:
+        self.overlay_maps.add(maps, rows, [[c.word for c in self.concepts[r]] for r in rows])
 
     def begin_pass(self, info: PassInfo) -> None:
         """Install the attention hooks (if not yet) and reset per-pass state."""
@@ -133,6 +152,9 @@ class SegretSession:
         self.passes.append(info)
         self.tracker = StepTracker(info.pattern)
         self.refiner.reset()
+        self._apply_layout()
+        first = len(self.passes) == 1
+        self.refiner.on_maps = self._collect_maps if self.overlay_maps is not None and first else None
         self._layers = None
         self.set_total_steps(info.total_steps)
 
@@ -353,6 +375,8 @@ class SegretSession:
                 text += f", L_seg {_per_image(first, 'seg'):.3f}->{_per_image(last, 'seg'):.3f}"
             if "ret" in last.parts:
                 text += f", L_ret {_per_image(last, 'ret'):.3f}"
+            if "inbox" in first.parts and "inbox" in last.parts:  # layout: boxed concepts' map mass in their box
+                text += f", in box {_per_image(first, 'inbox'):.2f}->{_per_image(last, 'inbox'):.2f}"
             if "aae" in first.parts and "aae" in last.parts:
                 text += f", L_A&E {_per_image(first, 'aae'):.3f}->{_per_image(last, 'aae'):.3f}"
             parts.append(text)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .params import METHOD_LABELS
-from .script_args import OVERRIDES_ATTR
+from .script_args import LAYOUT_SWITCH, OVERRIDES_ATTR
 
 XYZ_AXES = (
     ("[A-STAR] Segregation weight", "seg_weight", float),
@@ -14,9 +14,11 @@ XYZ_AXES = (
     ("[A-STAR] Step size", "step_size", float),
     ("[A-STAR] Last refined step", "last_step", int),
     ("[A-STAR] Method", "method", str),
+    ("[A-STAR] Layout", LAYOUT_SWITCH, str),
+    ("[A-STAR] Layout strength", "layout_strength", float),
 )
 # axes with a fixed set of values get a dropdown in the X/Y/Z plot
-XYZ_CHOICES = {"method": lambda: list(METHOD_LABELS.values())}
+XYZ_CHOICES = {"method": lambda: list(METHOD_LABELS.values()), LAYOUT_SWITCH: lambda: ["On", "Off"]}
 XYZ_MODULES = ("xyz_grid.py", "scripts.xyz_grid")
 
 

@@ -159,7 +159,8 @@ OLD_UI_VALUES = [True, "cat, dog", 1.0, 1.0, 20.0, 0, "fraction", 0.5, False, Fa
 def test_old_positional_lists_keep_their_meaning():
     assert UI_FIELDS[:12] == ("enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step",
                               "threshold_mode", "threshold", "iterative", "show_maps", "hires", "low_vram")
-    assert UI_FIELDS[-1] == "method"
+    assert UI_FIELDS[12] == "method"
+    assert UI_FIELDS[13:] == ("layout", "layout_strength", "layout_exclusive", "maps_view")
     p = params_from_args(OLD_UI_VALUES)
     assert p.method == "astar" and p.iterative is False
     p = params_from_args([*OLD_UI_VALUES, "Attend-and-Excite"])  # every UI value is explicit, iterative included

@@ -1,0 +1,270 @@
+"""Layout boxes (A-STAR paper, section 5): parsing and validation, box -> retention mask at any capture
+resolution, and the layout-aware loss of one image (host-free).
+
+A layout is one box per concept, (x0, y0, x1, y1) as fractions of the image width and height, origin top
+left. A boxed concept's retention target B^m is its box instead of the previous step's binarised map; a concept
+without a box keeps the normal target. Segregation is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .attention_maps import capture_hw
+from .losses import loss_terms, retention_loss
+
+Box = tuple[float, float, float, float]
+Layout = tuple[tuple[str, Box], ...]
+
+DIGITS = 4  # boxes are kept at 1e-4 of the image: the infotext writes them exactly, paste restores them exactly
+_EPS = 1e-8
+
+
+class LayoutError(ValueError):
+    """A malformed layout; params turns it into a ParamError (the message names the bad box)."""
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def parse_layout(value: Any) -> Layout:
+    """A layout from a dict {"cat": [x0, y0, x1, y1]}, its JSON text, the infotext text
+    ("cat: 0 0.2 0.5 0.9; dog: 0.5 0 1 1"), a sequence of (name, box) pairs, or None/"" (no boxes).
+
+    Raises LayoutError naming the bad box. Names are whitespace-collapsed; boxes are rounded to DIGITS."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or text in ("{}", "[]"):
+            return ()
+        if text[0] in "{[":
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise LayoutError(f"layout is not valid JSON ({e.msg} at character {e.pos})") from None
+        else:
+            value = _parse_text(text)
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise LayoutError(f"layout must be a dict of boxes like {{\"cat\": [0, 0.2, 0.5, 0.9]}}, got {value!r}")
+    out: list[tuple[str, Box]] = []
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise LayoutError(f"layout entry {item!r} is not a (concept, box) pair")
+        name = " ".join(str(item[0]).split())
+        if not name:
+            raise LayoutError("a layout box has an empty concept name")
+        if name.lower() in seen:
+            raise LayoutError(f"layout box '{name}' is given twice")
+        seen.add(name.lower())
+        out.append((name, _parse_box(name, item[1])))
+    return tuple(out)
+
+
+def _parse_text(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for entry in text.split(";"):
+        if not entry.strip():
+            continue
+        name, sep, numbers = entry.rpartition(":")
+        if not sep:
+            raise LayoutError(f"layout entry '{entry.strip()}' must read 'concept: x0 y0 x1 y1'")
+        pairs.append((name, numbers))
+    return pairs
+
+
+def _parse_box(name: str, raw: Any) -> Box:
+    if isinstance(raw, str):
+        raw = raw.replace(",", " ").split()
+    if isinstance(raw, Mapping):
+        try:
+            raw = [raw[k] for k in ("x0", "y0", "x1", "y1")]
+        except KeyError:
+            raise LayoutError(f"layout box '{name}' needs x0, y0, x1, y1, got {dict(raw)!r}") from None
+    try:
+        nums = [float(v) for v in raw]
+    except (TypeError, ValueError):
+        raise LayoutError(f"layout box '{name}' must be 4 numbers x0, y0, x1, y1, got {raw!r}") from None
+    if len(nums) != 4:
+        raise LayoutError(f"layout box '{name}' must be 4 numbers x0, y0, x1, y1, got {len(nums)}")
+    if not all(math.isfinite(v) for v in nums):
+        raise LayoutError(f"layout box '{name}' has a non-finite number: {nums}")
+    x0, y0, x1, y1 = (round(v, DIGITS) for v in nums)
+    if not (0.0 <= x0 <= 1.0 and 0.0 <= y0 <= 1.0 and 0.0 <= x1 <= 1.0 and 0.0 <= y1 <= 1.0):
+        raise LayoutError(f"layout box '{name}' must lie inside the image (fractions 0..1), got "
+                          f"{_fmt_box((x0, y0, x1, y1))}")
+    if not (x0 < x1 and y0 < y1):
+        raise LayoutError(f"layout box '{name}' needs x0 < x1 and y0 < y1, got {_fmt_box((x0, y0, x1, y1))}")
+    return (x0, y0, x1, y1)
+
+
+def check_names(layout: Layout, concepts: Sequence[str]) -> None:
+    """Every box must name one of the concepts (case-insensitive)."""
+    known = {c.lower() for c in concepts}
+    for name, _ in layout:
+        if name.lower() not in known:
+            listed = ", ".join(concepts) or "none"
+            raise LayoutError(f"layout box '{name}' names no concept (concepts: {listed})")
+
+
+def _fmt_box(box: Box) -> str:
+    return " ".join(f"{v:g}" for v in box)
+
+
+def layout_text(layout: Layout) -> str:
+    """The infotext form: 'cat: 0 0.2 0.5 0.9; dog: 0.5 0 1 1' (parse_layout reads it back)."""
+    return "; ".join(f"{name}: {_fmt_box(box)}" for name, box in layout)
+
+
+def layout_json(layout: Layout) -> str:
+    """The UI textbox form: {"cat": [0, 0.2, 0.5, 0.9]} (what javascript/segret_layout.js reads and writes)."""
+    return json.dumps({name: list(box) for name, box in layout}) if layout else ""
+
+
+def box_of(layout: Layout, word: str) -> Box | None:
+    for name, box in layout:
+        if name.lower() == word.lower():
+            return box
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- masks
+def box_mask(box: Box, latent_hw: tuple[int, int], hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """The box as a binary mask at the capture resolution of a latent of latent_hw ([h, w], float).
+
+    At SD's capture level (1/4 of the latent) cell j covers latent pixels [4j, 4j + 4) clipped to the latent
+    (the last cell of an odd size covers fewer; other levels alike); a cell is in the mask when at least half
+    of its image area is inside the box. A box smaller than that still gets the cell holding its centre, so
+    every box has at least one cell."""
+    hw = hw or capture_hw(*latent_hw)
+    rows = _axis_cover(box[1], box[3], latent_hw[0], hw[0])
+    cols = _axis_cover(box[0], box[2], latent_hw[1], hw[1])
+    mask = (torch.outer(rows, cols) >= 0.5 - 1e-6).float()
+    if not mask.any():
+        cy = _cell_of((box[1] + box[3]) / 2, latent_hw[0], hw[0])
+        cx = _cell_of((box[0] + box[2]) / 2, latent_hw[1], hw[1])
+        mask[cy, cx] = 1.0
+    return mask
+
+
+def _cell_edges(latent: int, cells: int) -> torch.Tensor:
+    """Image-fraction edges of the capture cells along one axis (cells + 1 values, last = 1)."""
+    size = float(latent) / cells  # a capture level that is not 2^k below the latent: even cells
+    factor = 1
+    while factor <= latent:
+        if -(-latent // factor) == cells:  # ceil(latent / factor): this level's stride-2 downsampling
+            size = float(factor)
+            break
+        factor *= 2
+    edges = torch.arange(cells + 1, dtype=torch.float64) * size
+    return (edges.clamp(max=latent) / latent).float()
+
+
+def _axis_cover(lo: float, hi: float, latent: int, cells: int) -> torch.Tensor:
+    """Per cell, the fraction of its (in-image) length inside [lo, hi]."""
+    e = _cell_edges(latent, cells)
+    a, b = e[:-1], e[1:]
+    inside = (torch.minimum(b, torch.tensor(hi)) - torch.maximum(a, torch.tensor(lo))).clamp(min=0)
+    return inside / (b - a).clamp(min=_EPS)
+
+
+def _cell_of(frac: float, latent: int, cells: int) -> int:
+    e = _cell_edges(latent, cells)
+    return int(min(max(int(torch.searchsorted(e, torch.tensor(float(frac)), right=True)) - 1, 0), cells - 1))
+
+
+@dataclass
+class LayoutTarget:
+    """One image's layout at one capture resolution: masks [C, H, W] (zeros for a concept without a box),
+    which concepts are boxed, and, for the exclusive option, each concept's region in the other boxes."""
+
+    masks: torch.Tensor
+    boxed: torch.Tensor  # bool [C], always on the CPU
+    others: torch.Tensor | None = None  # [C, H, W]: union of the other concepts' boxes minus the own box
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.masks.shape
+
+    def to(self, device: torch.device | str) -> LayoutTarget:
+        """This target on `device` (copied once per device, then reused at every step)."""
+        device = torch.device(device)
+        if self.masks.device == device:
+            return self
+        cache = self.__dict__.setdefault("_copies", {})
+        if device not in cache:
+            others = self.others.to(device) if self.others is not None else None
+            cache[device] = LayoutTarget(self.masks.to(device), self.boxed, others)  # boxed stays on the CPU
+        return cache[device]
+
+
+def image_target(layout: Layout, words: Sequence[str], latent_hw: tuple[int, int],
+                 exclusive: bool = False) -> LayoutTarget | None:
+    """The target of an image whose concepts (in map order) are `words`; None when none of them has a box."""
+    boxes = [box_of(layout, w) for w in words]
+    if not any(b is not None for b in boxes):
+        return None
+    hw = capture_hw(*latent_hw)
+    masks = torch.stack([box_mask(b, latent_hw, hw) if b is not None else torch.zeros(hw) for b in boxes])
+    boxed = torch.tensor([b is not None for b in boxes])
+    others = None
+    if exclusive:
+        total = masks.sum(0)
+        others = ((total - masks) > 0).float() * (1 - masks)
+    return LayoutTarget(masks, boxed, others)
+
+
+def in_box_fraction(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per concept, the share of its map mass inside its mask ([C])."""
+    return (maps * masks).flatten(1).sum(-1) / (maps.flatten(1).sum(-1) + _EPS)
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def layout_terms(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | None, target: LayoutTarget,
+                 seg_weight: float, ret_weight: float, strength: float,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The method's loss of one image with a layout, and its terms as tensors on the maps' device.
+
+    Segregation and Attend-and-Excite terms as without a layout. Retention (Eq. 3): concepts without a box
+    against the previous step's mask with ret_weight (A-STAR, Both); boxed concepts against their box with
+    `strength`, with every method and from the first step on. Exclusive: plus `strength` times the sum over
+    concepts of each one's share of map mass in the other concepts' boxes (outside its own). Terms: 'seg',
+    'ret', 'aae' as usual, 'layout' (the box retention term), 'inbox' (the boxed concepts' mean in-box share),
+    'outside' (exclusive term). Which concepts are boxed is known on the host: nothing is read back."""
+    loss, terms = loss_terms(method, maps, None, seg_weight, ret_weight)
+    boxed_flags = target.boxed.tolist()  # kept on the CPU (LayoutTarget.to)
+    boxed = [i for i, b in enumerate(boxed_flags) if b]
+    free = [i for i, b in enumerate(boxed_flags) if not b]
+    target = target.to(maps.device)
+    if method != "aae" and ret_weight and prev_masks is not None and free:
+        ret = retention_loss(maps[free], prev_masks[free])
+        loss = loss + ret_weight * ret
+        terms["ret"] = ret.detach()
+    box_maps, box_masks = maps[boxed], target.masks[boxed]
+    held = retention_loss(box_maps, box_masks)
+    terms["layout"] = held.detach()
+    terms["inbox"] = in_box_fraction(box_maps.detach(), box_masks).mean()
+    if strength:
+        loss = loss + strength * held
+    if target.others is not None:
+        outside = in_box_fraction(maps, target.others).sum()
+        terms["outside"] = outside.detach()
+        if strength:
+            loss = loss + strength * outside
+    return loss, terms
+
+
+def layout_loss(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | None, target: LayoutTarget,
+                seg_weight: float, ret_weight: float, strength: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """layout_terms with the terms read back as floats."""
+    loss, terms = layout_terms(method, maps, prev_masks, target, seg_weight, ret_weight, strength)
+    return loss, {k: float(v) for k, v in terms.items()}
