@@ -271,7 +271,7 @@ def test_step_tracker_patterns():
 def test_snapshots_and_grid(rig):
     assert snapshot_steps(20, 0) == (0, 6, 13, 19)
     assert snapshot_steps(20, 3) == (0, 1, 2)
-    session = rig.session(PROMPTS, show_maps=True)
+    session = rig.session(PROMPTS, show_maps=True, maps_view="grid")
     rig.sample(PROMPTS, steps=5, session=session)
     snaps = session.passes[0].snapshots
     assert sorted(snaps) == list(snapshot_steps(5, 0))
