@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.integration.test_real_webui import params, record, result_counts
+from tests.integration.test_real_webui import params, record, result_counts, xyz_args
 
 PROMPT = "a photo of a cat and a dog"
 ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
@@ -195,3 +195,41 @@ def test_online_lora_refines_every_step(forge):
         assert refined_all(info) == (6, 6)
     finally:
         forge.post("/sdapi/v1/options", {"forge_unet_storage_dtype": "Automatic", "forge_inference_memory": memory})
+
+
+def test_xyz_step_size_axis(forge):
+    info = next(s for s in forge.get("/sdapi/v1/script-info") if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    index = info["args"][0]["choices"].index("[A-STAR] Step size")
+    res = forge.txt2img(**request(script_name="x/y/z plot", script_args=xyz_args(index, "10, 60"),
+                                  alwayson_scripts=ON))
+    texts = res["info"]["infotexts"]
+    cells = [params({"info": {"infotexts": [t]}}) for t in texts]
+    for cell in cells:
+        record(forge, "X/Y/Z step size", cell)
+    assert {"10", "60"} <= {c.get("A-STAR step size") for c in cells}, texts
+    assert all("A-STAR warnings" not in c and result_counts(c["A-STAR result"]) == [(6, 6)]
+               for c in cells if "A-STAR result" in c), texts
+
+
+def test_batch_count_two_each_image_its_own_result(forge):
+    res = forge.txt2img(**request(prompt="a cat and a bird", n_iter=2, alwayson_scripts=ON))
+    first, second = params(res, 0), params(res, 1)
+    record(forge, "batch count 2", first)
+    for info in (first, second):
+        assert "'dog' is not in the prompt" in info["A-STAR warnings"], info
+        assert info["A-STAR result"].count("first pass") == 1, info
+
+
+def test_layout_with_overlays_in_a_batch(forge):
+    boxes = {"cat": [0.0, 0.0, 0.5, 1.0], "dog": [0.5, 0.1, 1.0, 0.9]}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "layout": boxes, "layout_strength": 3, "show_maps": True}]}}
+    res = forge.txt2img(**request(batch_size=2, alwayson_scripts=args))
+    info = params(res, 1)
+    record(forge, "layout + overlays, batch 2", info)
+    assert "A-STAR warnings" not in info, info
+    assert info["A-STAR layout"] == "cat: 0 0 0.5 1; dog: 0.5 0.1 1 0.9", info
+    assert "in box" in info["A-STAR result"] and result_counts(info["A-STAR result"]) == [(6, 6)], info
+    # the two images, then one overlay sheet per image, each with its own image's infotext
+    infotexts = res["info"]["infotexts"]
+    assert len(res["images"]) == 4 and len(infotexts) == 4, len(res["images"])
+    assert infotexts[2] == infotexts[0] and infotexts[3] == infotexts[1] and infotexts[0] != infotexts[1]
