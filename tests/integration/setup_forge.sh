@@ -9,14 +9,13 @@
 # are unchanged; WORK/venv links to it. The tree and the model are rebuilt on every run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/integration/host_setup.sh
 REPO=$PWD
 SRC=${SEGRET_FORGE_DIR:?set SEGRET_FORGE_DIR to a Stable Diffusion WebUI Forge tree}
 WORK=${SEGRET_FORGE_WORK:-$REPO/.forge-work}
-PY=${PYTHON311:-python3.11}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 VENV=${SEGRET_FORGE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sd-webui-segret/forge-venv}
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 
 # ---- Forge's own environment -------------------------------------------------------------------------
 REQ=$WORK/requirements.txt
@@ -27,33 +26,11 @@ REQ=$WORK/requirements.txt
   echo 'torch==2.14.1'
   echo 'torchvision==0.29.1'
 } > "$REQ.new"
-if [ -x "$VENV/bin/python" ] && cmp -s "$REQ.new" "$VENV/.segret-requirements"; then
-  echo "forge venv: up to date ($VENV)"
-else
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  "$PY" -m venv "$VENV"
-  $PIP install --no-compile -r "$REQ.new"
-  cp "$REQ.new" "$VENV/.segret-requirements"
-fi
-rm -f "$REQ.new"
-if [ "$(readlink -f "$WORK/venv")" != "$(readlink -f "$VENV")" ]; then
-  rm -rf "$WORK/venv"
-  ln -s "$VENV" "$WORK/venv"
-fi
+host_venv "$VENV" "$WORK" "$REQ.new"
 [ "${1:-}" = "--venv-only" ] && exit 0
 
 # ---- a writable copy of the tree, with this extension installed as a copy ---------------------------
-rm -rf "$WORK/forge"
-cp -r "$SRC" "$WORK/forge"
-chmod -R u+w "$WORK/forge"
-EXT=$WORK/forge/extensions/sd-webui-segret
-mkdir -p "$EXT"
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] || continue
-  mkdir -p "$EXT/$(dirname "$f")"
-  cp -p "$f" "$EXT/$f"
-done
+host_tree "$SRC" "$WORK/forge"
 
 # a stand-in for extensions that replace cross-attention through the UNet patcher (see its docstring)
 cp -r tests/integration/forge_attn2_hook "$WORK/forge/extensions/forge-attn2-hook"

@@ -9,14 +9,13 @@
 # The tree and the models are rebuilt on every run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/integration/host_setup.sh
 REPO=$PWD
 SRC=${SEGRET_WEBUI_DIR:?set SEGRET_WEBUI_DIR to an AUTOMATIC1111 WebUI v1.10.1 tree}
 WORK=${SEGRET_WEBUI_WORK:-$REPO/.webui-work}
-PY=${PYTHON311:-python3.11}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 VENV=${SEGRET_WEBUI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sd-webui-segret/webui-venv}
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q --no-compile"
 
 # ---- the WebUI's own environment -------------------------------------------------------------------
 REQ=$WORK/requirements.txt
@@ -27,33 +26,10 @@ REQ=$WORK/requirements.txt
   echo 'torch==2.14.1'
   echo 'torchvision==0.29.1'
 } > "$REQ.new"
-if [ -x "$VENV/bin/python" ] && cmp -s "$REQ.new" "$VENV/.segret-requirements"; then
-  echo "webui venv: up to date ($VENV)"
-else
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  "$PY" -m venv "$VENV"
-  $PIP install -r "$REQ.new"
-  cp "$REQ.new" "$VENV/.segret-requirements"
-fi
-rm -f "$REQ.new"
-if [ "$(readlink -f "$WORK/venv")" != "$(readlink -f "$VENV")" ]; then
-  rm -rf "$WORK/venv"
-  ln -s "$VENV" "$WORK/venv"
-fi
+host_venv "$VENV" "$WORK" "$REQ.new"
 
 # ---- a writable copy of the tree, with this extension installed as a copy ---------------------------
-rm -rf "$WORK/webui"
-cp -r "$SRC" "$WORK/webui"
-chmod -R u+w "$WORK/webui"
-EXT=$WORK/webui/extensions/sd-webui-segret
-mkdir -p "$EXT"
-# tracked and untracked-but-not-ignored files of this checkout (what a clone of the working tree would hold)
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] || continue
-  mkdir -p "$EXT/$(dirname "$f")"
-  cp -p "$f" "$EXT/$f"
-done
+host_tree "$SRC" "$WORK/webui"
 
 # a stand-in for extensions whose attention hooks assume the CFG batch layout (see its docstring)
 cp -r tests/integration/cfg_split_hook "$WORK/webui/extensions/cfg-split-hook"
