@@ -54,25 +54,6 @@ class Refiner:
         # called with each refined step's maps (detached, before the update) and their rows, when set
         self.on_maps: Callable[[list[torch.Tensor], Sequence[int]], None] | None = None
 
-    def loss(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Sum over images of the method's loss (A-STAR: Eq. 4; retention uses the layout mask if given, else
-        the previous step's mask)."""
-        per_image, parts = self.image_losses(maps, rows)
-        total = per_image[0] if per_image else torch.zeros(())
-        for loss in per_image[1:]:
-            total = total + loss
-        return total, parts
-
-    def image_losses(self, maps: Sequence[torch.Tensor], rows: Sequence[int],
-                     ) -> tuple[list[torch.Tensor], dict[str, float]]:
-        """The method's loss of each image, and the loss terms summed over the images (read back)."""
-        losses, terms = self.image_loss_terms(maps, rows)
-        parts: dict[str, float] = {}
-        for image_terms in terms:
-            for k, v in image_terms.items():
-                parts[k] = parts.get(k, 0.0) + float(v)
-        return losses, parts
-
     def image_loss_terms(self, maps: Sequence[torch.Tensor], rows: Sequence[int],
                          ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         """The method's loss of each image and each image's loss terms, on the device (nothing read back)."""
