@@ -29,14 +29,21 @@ def explicit_attention(module: nn.Module, x: torch.Tensor, context: torch.Tensor
     q, k, v = module.to_q(x), module.to_k(context), module.to_v(context)
     b, n, inner = q.shape
     d = inner // heads
-    q = q.reshape(b, n, heads, d).transpose(1, 2)
-    k = k.reshape(b, -1, heads, d).transpose(1, 2)
+    probs = attention_probs(q, k, heads, float(getattr(module, "scale", d**-0.5)))
     v = v.reshape(b, -1, heads, d).transpose(1, 2)
-    scale = float(getattr(module, "scale", d**-0.5))
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        probs = (torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale).softmax(dim=-1)
     out = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(b, n, inner)
     return module.to_out(out), probs
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) of projected queries [B, N, heads*d] and keys [B, K, heads*d], per head:
+    [B, heads, N, K], in float32 (as the WebUI's upcast does)."""
+    b, n, inner = q.shape
+    d = inner // heads
+    qh = q.reshape(b, n, heads, d).transpose(1, 2)
+    kh = k.reshape(k.shape[0], -1, heads, d).transpose(1, 2)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return (torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * scale).softmax(dim=-1)
 
 
 def cross_attention_modules(unet: nn.Module) -> list[nn.Module]:
@@ -116,6 +123,16 @@ class AttentionCapture:
         finally:
             self.active, self.replaying = False, False
 
+    def record(self, probs: torch.Tensor) -> None:
+        """Keep one layer's probabilities [B, heads, N, K], averaged over heads; nothing while replaying (the
+        recomputation inside a checkpointed block: same ops, nothing recorded). Raises CaptureComplete once
+        stop_after layers are in."""
+        if self.replaying:
+            return
+        self.probs.append(probs.mean(dim=1))
+        if self.stop_after is not None and len(self.probs) >= self.stop_after:
+            raise CaptureComplete
+
     def _make_wrapper(self, module: nn.Module, original):
         capture = self
 
@@ -133,11 +150,7 @@ class AttentionCapture:
             ):
                 return original(x, context, *args, **kwargs)
             out, probs = explicit_attention(module, x, context)
-            if capture.replaying:  # recomputation inside a checkpointed block: same ops, nothing recorded
-                return out
-            capture.probs.append(probs.mean(dim=1))
-            if capture.stop_after is not None and len(capture.probs) >= capture.stop_after:
-                raise CaptureComplete
+            capture.record(probs)
             return out
 
         forward.segret_inert = False

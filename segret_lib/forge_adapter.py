@@ -22,7 +22,7 @@ import torch
 from modules import scripts
 from torch import nn
 
-from .capture import AttentionCapture, CaptureComplete
+from .capture import AttentionCapture, attention_probs
 from .generation import Generation
 from .patching import InstancePatches
 from .script_lifecycle import ScriptLifecycle, cat_padded
@@ -196,15 +196,7 @@ def capturing_attn2_patch(capture: AttentionCapture, original: Callable) -> Call
         if capture.active and q.shape[1] == capture.target_pixels:
             heads = int(extra_options["n_heads"])
             d = int(extra_options.get("dim_head", q.shape[-1] // heads))
-            b, n, _ = q.shape
-            qh = q.reshape(b, n, heads, d).transpose(1, 2)
-            kh = k.reshape(k.shape[0], -1, heads, d).transpose(1, 2)
-            with torch.autocast(device_type=q.device.type, enabled=False):
-                probs = (torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * d**-0.5).softmax(dim=-1)
-            if not capture.replaying:
-                capture.probs.append(probs.mean(dim=1))
-                if capture.stop_after is not None and len(capture.probs) >= capture.stop_after:
-                    raise CaptureComplete
+            capture.record(attention_probs(q, k, heads, d**-0.5))
         return original(q, k, v, extra_options)
 
     return patch
