@@ -49,7 +49,7 @@ def _kernel(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -
 
 
 @functools.lru_cache(maxsize=256)
-def _device_ints(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def device_ints(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """A long tensor of `values` on `device`, copied there once (a host-to-device copy waits on a GPU)."""
     with torch.inference_mode(False):
         return torch.tensor(values, dtype=torch.long).to(device)
@@ -92,7 +92,7 @@ def concept_maps(
     if keys and keys[-1] - keys[0] == len(keys) - 1:  # one run of keys (one chunk): a view, no copy
         text = probs[:, keys[0]:keys[-1] + 1]
     else:
-        text = probs.index_select(1, _device_ints(keys, probs.device))
+        text = probs.index_select(1, device_ints(keys, probs.device))
     text = (text.float() * temperature).softmax(dim=-1)
     column = {k: i for i, k in enumerate(keys)}
     columns = []
@@ -107,7 +107,7 @@ def concept_maps(
     if combine == "max":
         width = max(len(c) for c in columns)
         padded = tuple(i for c in columns for i in (*c, *(c[:1] * (width - len(c)))))  # repeats leave the max
-        m = text.index_select(1, _device_ints(padded, text.device)).reshape(h * w, len(columns), width)
+        m = text.index_select(1, device_ints(padded, text.device)).reshape(h * w, len(columns), width)
         m = m.max(dim=-1).values
     else:
         m = text @ _token_weights(tuple(columns), text.shape[1], combine, text.device)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attention_maps import capture_hw, concept_maps
+from .attention_maps import capture_hw, concept_maps, device_ints
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
 from .layout import image_target
@@ -114,7 +114,6 @@ class SegretSession:
         self._layers: int | None = None
         self._snap_steps: set[int] = set()
         self._last_step = 0  # this pass's last refined step (1-based; 0 = all), resolved for the method
-        self._indices: dict[tuple, torch.Tensor] = {}  # row-index tensors on the device (_index)
 
     # ------------------------------------------------------------------ lifecycle
     def warn(self, message: str) -> None:
@@ -254,7 +253,7 @@ class SegretSession:
             sig = sigma.detach().clone().reshape(-1)
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
-                index = self._index(part, x.device)
+                index = device_ints(tuple(part), x.device)
                 updates.append((index, self._refine_rows(x.index_select(0, index).clone(), sig, part, index,
                                                          step, run_unet, merged)))
         for index, new_x in updates:
@@ -304,8 +303,8 @@ class SegretSession:
                 suppress(CaptureComplete):
             if extra:
                 take = [i for i, _, _ in pairs]
-                run_unet(x_model.index_select(0, self._index(take, x_model.device)),
-                         sigma.index_select(0, self._index(take, sigma.device)),
+                run_unet(x_model.index_select(0, device_ints(tuple(take), x_model.device)),
+                         sigma.index_select(0, device_ints(tuple(take), sigma.device)),
                          [row for _, row, _ in pairs], parts=[part for _, _, part in pairs])
             else:
                 run_unet(x_model, sigma, rows)
@@ -329,15 +328,6 @@ class SegretSession:
                 maps[row][k] = m
         return [maps[row] if isinstance(maps[row], torch.Tensor)
                 else torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
-
-    def _index(self, values: Sequence[int], device: torch.device) -> torch.Tensor:
-        """A long tensor of row indices on `device`, made once per session (a host-to-device copy waits on a
-        GPU, so it is not made again at every step)."""
-        key = (tuple(values), device)
-        if key not in self._indices:
-            with torch.inference_mode(False):
-                self._indices[key] = torch.tensor(key[0], dtype=torch.long).to(device)
-        return self._indices[key]
 
     def _keys(self, row: int, part: int) -> int | Sequence[int]:
         keys = self.n_real[row]
