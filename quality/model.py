@@ -13,8 +13,8 @@ import torch
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 
-from segret_lib.tokens import CHUNK_TOKENS, PromptTokens
-from tests.thirdparty import clip_tokenizer
+from segret_lib.tokens import CHUNK_TOKENS
+from tests.thirdparty import ClipWords
 
 from .dataset import COLOURS, SHAPES
 
@@ -41,7 +41,7 @@ def alphas_cumprod(steps: int = 1000, logsnr_max: float = 10.0, logsnr_min: floa
     return torch.sigmoid(logsnr).float()
 
 
-class WordEncoder(nn.Module):
+class WordEncoder(ClipWords, nn.Module):
     """Text encoder that keeps each word's identity: token embedding + position embedding + a residual mix with
     the two neighbouring tokens only (so "circle" also knows it is red), then LayerNorm. No global mixing:
     a mixing transformer lets every later token carry the whole caption, and then no single word's attention
@@ -49,9 +49,7 @@ class WordEncoder(nn.Module):
 
     def __init__(self, dim: int = CONTEXT_DIM) -> None:
         super().__init__()
-        self.tokenizer = clip_tokenizer()
-        self.bos = self.tokenizer.encoder["<start_of_text>"]
-        self.eos = self.tokenizer.encoder["<end_of_text>"]
+        self.init_clip_words()
         ids = [self.bos, self.eos] + [i for w in VOCAB_WORDS for i in self.tokenizer.encode(w)]
         self.register_buffer("lookup", torch.full((len(self.tokenizer.encoder),), len(ids), dtype=torch.long),
                              persistent=False)
@@ -63,15 +61,6 @@ class WordEncoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=1.0)
         nn.init.normal_(self.pos, std=0.3)
         nn.init.zeros_(self.mix.weight)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def prompt_tokens(self, prompt: str) -> PromptTokens:
-        return PromptTokens.from_ids(self.encode(prompt), self.bos, self.eos)
 
     def ids(self, prompts: list[str]) -> torch.Tensor:
         """[B, 77] CLIP ids: start, the first 75 tokens, end, end-padding (SD1)."""

@@ -15,6 +15,8 @@ import types
 from functools import cache
 from pathlib import Path
 
+from segret_lib.tokens import PromptTokens
+
 
 def _bare_package(name: str) -> types.ModuleType:
     """Register package `name` without running its __init__, so its submodules import normally."""
@@ -60,3 +62,21 @@ def clip_tokenizer():
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
     return module.SimpleTokenizer()
+
+
+class ClipWords:
+    """CLIP BPE encode/decode and prompt tokens for a text encoder (call init_clip_words() in __init__)."""
+
+    def init_clip_words(self) -> None:
+        self.tokenizer = clip_tokenizer()
+        self.bos = self.tokenizer.encoder["<start_of_text>"]
+        self.eos = self.tokenizer.encoder["<end_of_text>"]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def prompt_tokens(self, prompt: str) -> PromptTokens:
+        return PromptTokens.from_ids(self.encode(prompt), self.bos, self.eos)

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 
-from segret_lib.tokens import CHUNK_TOKENS, PromptTokens
-from tests.thirdparty import clip_tokenizer
+from segret_lib.tokens import CHUNK_TOKENS
+from tests.thirdparty import ClipWords
 
 CONTEXT_DIM = 64
 
@@ -64,27 +64,16 @@ class TinyLDM(nn.Module):
         return self.model.diffusion_model(x, t, context=context)
 
 
-class TinyTextEncoder(nn.Module):
+class TinyTextEncoder(ClipWords, nn.Module):
     """Embeds real CLIP BPE token ids with a fixed random table (a stand-in for the CLIP text model)."""
 
     def __init__(self, dim: int = CONTEXT_DIM, seed: int = 1) -> None:
         super().__init__()
-        self.tokenizer = clip_tokenizer()
-        self.bos = self.tokenizer.encoder["<start_of_text>"]
-        self.eos = self.tokenizer.encoder["<end_of_text>"]
+        self.init_clip_words()
         g = torch.Generator().manual_seed(seed)
         self.table = nn.Parameter(torch.randn(len(self.tokenizer.encoder), dim, generator=g) * 0.5,
                                   requires_grad=False)
         self.pos = nn.Parameter(torch.randn(CHUNK_TOKENS + 2, dim, generator=g) * 0.1, requires_grad=False)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def prompt_tokens(self, prompt: str) -> PromptTokens:
-        return PromptTokens.from_ids(self.encode(prompt), self.bos, self.eos)
 
     def chunks(self, prompt: str) -> list[list[int]]:
         """77-id chunks the way CLIP front ends split long prompts."""

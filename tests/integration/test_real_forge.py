@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import io
 import re
-import threading
-import time
 
 import pytest
 
-from tests.integration.test_real_webui import params, record, result_counts, xyz_args
+from tests.integration.test_real_webui import interrupted, params, record, result_counts, xyz_args
 
 PROMPT = "a photo of a cat and a dog"
 ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
@@ -113,23 +111,7 @@ def test_bad_args_give_a_message_and_an_image(forge, plain):
 
 
 def test_interrupt_then_clean_request(forge, plain):
-    out = {}
-
-    def run():
-        out["res"] = forge.txt2img(**request(steps=150, alwayson_scripts=ON))
-
-    t = threading.Thread(target=run)
-    t.start()
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        state = forge.get("/sdapi/v1/progress?skip_current_image=true")["state"]
-        if state.get("sampling_step", 0) >= 2:
-            break
-        time.sleep(0.2)
-    forge.post("/sdapi/v1/interrupt")
-    t.join(300)
-    assert not t.is_alive() and len(out["res"]["images"]) == 1
-    record(forge, "interrupted", params(out["res"]))
+    interrupted(forge, request(steps=150, alwayson_scripts=ON))
     # nothing left hooked or swapped: a plain request is bit-identical, an enabled one refines every step
     assert forge.txt2img(**request())["pixels"][0] == plain["pixels"][0]
     assert refined_all(params(forge.txt2img(**request(alwayson_scripts=ON)))) == (6, 6)

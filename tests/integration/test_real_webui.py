@@ -150,25 +150,31 @@ def test_bad_args_give_a_message_and_an_image(webui, plain):
     assert len(res["images"]) == 1 and "not applied" in params(res)["A-STAR warnings"]
 
 
-def test_interrupt_then_clean_request(webui, plain):
+def interrupted(server, body: dict) -> dict:
+    """The response to txt2img `body`, interrupted through the API once sampling reached step 2."""
     out = {}
 
     def run():
-        out["res"] = webui.txt2img(**request(steps=150, alwayson_scripts=ON))
+        out["res"] = server.txt2img(**body)
 
     t = threading.Thread(target=run)
     t.start()
     deadline = time.time() + 300
     while time.time() < deadline:
-        state = webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]
+        state = server.get("/sdapi/v1/progress?skip_current_image=true")["state"]
         if state.get("sampling_step", 0) >= 2:
             break
         time.sleep(0.2)
-    webui.post("/sdapi/v1/interrupt")
+    server.post("/sdapi/v1/interrupt")
     t.join(300)
     assert not t.is_alive() and len(out["res"]["images"]) == 1
-    record(webui, "interrupted", params(out["res"]))
-    (done, total), = result_counts(params(out["res"])["A-STAR result"])
+    record(server, "interrupted", params(out["res"]))
+    return out["res"]
+
+
+def test_interrupt_then_clean_request(webui, plain):
+    res = interrupted(webui, request(steps=150, alwayson_scripts=ON))
+    (done, total), = result_counts(params(res)["A-STAR result"])
     assert done < total == 150
     # nothing left hooked: a plain request is bit-identical, an enabled one refines every step
     assert webui.txt2img(**request())["pixels"][0] == plain["pixels"][0]
