@@ -39,25 +39,30 @@ class MapAccumulator:
 
     def __init__(self, n_images: int) -> None:
         self.sums: list[torch.Tensor | None] = [None] * n_images
-        self.counts = [0] * n_images
+        self.counts: list[torch.Tensor | None] = [None] * n_images  # finite maps added, on the device
         self.words: list[list[str]] = [[] for _ in range(n_images)]
 
     def add(self, maps: Sequence[torch.Tensor], rows: Sequence[int], words: Sequence[Sequence[str]]) -> None:
+        """Add each image's maps unless they hold a non-finite value (decided on the device: nothing is read
+        back during sampling)."""
         for m, row, w in zip(maps, rows, words, strict=False):
-            if m.numel() == 0 or not torch.isfinite(m).all():
+            if m.numel() == 0:
                 continue
-            m = m.detach().float()
+            finite = torch.isfinite(m).all()
+            m = torch.where(finite, m.detach().float(), 0.0)
             if self.sums[row] is None or list(w) != self.words[row] or self.sums[row].shape != m.shape:
-                self.sums[row], self.counts[row], self.words[row] = m.clone(), 1, list(w)  # concepts changed
+                self.sums[row], self.counts[row], self.words[row] = m, finite.float(), list(w)  # concepts changed
             else:
                 self.sums[row] += m
-                self.counts[row] += 1
+                self.counts[row] += finite
 
     def result(self) -> list[ImageMaps | None]:
         out = []
         for s, n, w in zip(self.sums, self.counts, self.words, strict=True):
-            out.append(ImageMaps(w, (s / n).cpu(), n) if s is not None and n else None)
+            count = int(n) if n is not None else 0
+            out.append(ImageMaps(w, (s / count).cpu(), count) if s is not None and count else None)
         self.sums = [None] * len(self.sums)  # free the device memory
+        self.counts = [None] * len(self.counts)
         return out
 
 
