@@ -1,6 +1,6 @@
 """Train the tiny shapes text-to-image model from scratch (CPU, deterministic from --seed).
 
-    python -m quality.train --steps 4000 --out quality/weights/shapes_t2i.safetensors
+    python -m quality.train --steps 9000 --out quality/weights/shapes_t2i.safetensors
 
 Saves the EMA weights every --save-every steps (the file's metadata holds the step, seed and wall time).
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import dataset
-from .model import WEIGHTS, ShapesLDM, save
+from .model import MIXES, WEIGHTS, ShapesLDM, save
 
 CAPTION_DROPOUT = 0.1  # empty prompt, for classifier-free guidance
 MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (Hang et al. 2023): faster convergence
@@ -45,10 +45,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
+    ap.add_argument("--mix", choices=list(MIXES), default="left",
+                    help="text encoder's neighbour mix (see quality.model.MIXES)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # 1: OpenMP threads spin badly on a shared 2-core machine
     torch.manual_seed(args.seed)
-    model = ShapesLDM().train()
+    model = ShapesLDM(mix=args.mix).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -88,7 +90,7 @@ def main() -> None:
                   f"{wall / done:.3f} s/step wall {wall:.0f}s", flush=True)
         if done % args.save_every == 0 or done == args.steps:
             meta = {"step": done, "steps": args.steps, "seed": args.seed, "data_seed": args.data_seed,
-                    "batch": args.batch, "lr": args.lr, "ema": args.ema, "threads": args.threads,
+                    "batch": args.batch, "mix": args.mix, "lr": args.lr, "ema": args.ema, "threads": args.threads,
                     "wall_s": round(time.time() - start, 1), "loss_last100": float(np.mean(losses[-100:]))}
             save(ema, args.out, meta)
             meta["sha256"] = sha256(args.out)
