@@ -15,6 +15,10 @@ from .evaluate import Engine, read_prompts, run_variant, summarize
 from .model import WEIGHTS, load
 
 
+def _seg(s: dict) -> str:
+    return f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=Path, default=Path(__file__).parent / "prompts" / "tune.txt")
@@ -38,15 +42,17 @@ def main() -> None:
     plain, spi, _ = run_variant(engine, specs, seeds, args.sampler, args.steps, args.cfg, None, {})
     table = {"plain": summarize(plain, None, spi)}
     print(f"{len(specs)} prompts x {len(seeds)} seeds, {args.sampler} {args.steps} steps", flush=True)
-    print(f"plain: all {table['plain']['all_present']:.3f} recall {table['plain']['object_recall']:.3f}", flush=True)
+    print(f"plain: all {table['plain']['all_present']:.3f} recall {table['plain']['object_recall']:.3f} | colours "
+          f"{table['plain']['all_colours']:.3f} | stray {table['plain']['stray_pixels']:.3f}", flush=True)
     for changes in rows:
         recs, spi, _ = run_variant(engine, specs, seeds, args.sampler, args.steps, args.cfg, changes, {})
         s = summarize(recs, plain, spi)
         name = ";".join(f"{k}={v}" for k, v in changes.items())
         table[name] = s
         print(f"{name}: all {s['all_present']:.3f} recall {s['object_recall']:.3f} fixed {s['fixed']} broken "
-              f"{s['broken']} L_seg {s['seg_first']:.3f}->{s['seg_last']:.3f} stray {s['stray_pixels']:.3f} "
-              f"{s['s_per_image']:.2f} s/img", flush=True)
+              f"{s['broken']} | colours {s['all_colours']:.3f} fixed {s['colours_fixed']} broken "
+              f"{s['colours_broken']} | L_seg {_seg(s)} stray {s['stray_pixels']:.3f} {s['s_per_image']:.2f} s/img",
+              flush=True)
     if args.out:
         args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "rows": table},
                                        indent=1) + "\n")

@@ -4,8 +4,8 @@ or swapped), does each object land in its box, and does each concept's attention
     python -m quality.layout_eval --prompts quality/prompts/report.txt --seeds 4 --steps 10 --threads 1
 
 Per prompt, seed and orientation it samples plain, A-STAR (no layout) and A-STAR with the layout, and reports:
-object centre in its box (the largest detected blob of the object's colour; colour words localise on this model,
-shape words barely), both objects in their boxes, stray pixels (grain: neither background nor a palette colour),
+object centre in its box (the largest detected blob of the object's colour, whatever its shape), both objects
+in their boxes, stray pixels (grain: neither background nor a palette colour),
 and the share of each concept's map mass inside its box,
 averaged over the refined steps (the map the overlays show; A-STAR with and without the layout).
 """

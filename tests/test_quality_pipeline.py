@@ -112,3 +112,25 @@ def test_evaluate_command_writes_table_json_and_grid(tmp_path, capsys):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_sign_test_p_is_the_exact_two_sided_binomial_tail():
+    assert evaluate.sign_test_p(0, 0) == 1.0 and evaluate.sign_test_p(4, 4) == 1.0
+    assert evaluate.sign_test_p(5, 0) == evaluate.sign_test_p(0, 5) == 2 / 32
+    assert abs(evaluate.sign_test_p(8, 2) - 2 * 56 / 1024) < 1e-12  # C(10,0)+C(10,1)+C(10,2) = 56
+
+
+def test_detector_reads_grainy_scenes_and_imperfect_shapes():
+    from quality.detector import accuracy, classify
+
+    grainy = accuracy(scenes=60, seed=98, grain=0.1)  # per-pixel grain like the model's samples
+    assert grainy["object_recall"] >= 0.95 and grainy["wrong_shape_rejected"] >= 0.95, grainy
+    yy, xx = np.mgrid[-6:7, -6:7]
+    octagon = (np.abs(xx) + np.abs(yy) <= 9) & (np.abs(xx) <= 6) & (np.abs(yy) <= 6)  # a circle drawn with corners cut
+    pinched = np.abs(xx) + 0.0 * yy <= 6
+    pinched &= ~((np.abs(yy) <= 3) & (np.abs(xx) == 6))  # a square whose sides bow in
+    diamond = np.abs(xx) + np.abs(yy) <= 6
+    assert classify(octagon) == "circle" and classify(pinched) == "square"
+    assert classify(diamond) == "other"
+    triangle = np.abs(xx) <= (yy + 6) / 2
+    assert classify(triangle) == "triangle"
