@@ -68,6 +68,11 @@ def switch_method(values: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:
 def _same(value: Any, default: Any) -> bool:
     if isinstance(default, bool):
         return str(value).strip().lower() in (("true", "1", "yes", "on") if default else ("false", "0", "no", "off"))
+    if isinstance(default, float):
+        try:
+            return float(value) == default
+        except (TypeError, ValueError):
+            return False
     return value == default
 
 

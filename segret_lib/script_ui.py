@@ -129,8 +129,8 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
                 layout_exclusive = gr.Checkbox(d.layout_exclusive, label="Keep out of other boxes",
                                                elem_id=f"segret_{tab}_layout_exclusive")
     # user input only (not paste, which sets every control from the infotext): the method's defaults
-    method.input(on_method_input, inputs=[method, previous_method, iterative], outputs=[iterative, previous_method],
-                 show_progress=False)
+    method.input(on_method_input, inputs=[method, previous_method, iterative, step_size],
+                 outputs=[iterative, step_size, previous_method], show_progress=False)
     components = {
         "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
         "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,
@@ -172,14 +172,15 @@ def layout_from(info) -> str | None:
         return str(info[key + "layout"])
 
 
-def on_method_input(method: str, previous: str, iterative: bool):
+def on_method_input(method: str, previous: str, iterative: bool, step_size: float):
     """The Method radio changed by the user: the method-dependent controls still at the previous method's
-    default take the new method's (script_args.switch_method); returns (iterative update, new previous)."""
+    default take the new method's (script_args.switch_method); returns (iterative update, step size update,
+    new previous)."""
     try:
-        values = switch_method({"iterative": iterative}, previous or "astar", method)
+        values = switch_method({"iterative": iterative, "step_size": step_size}, previous or "astar", method)
     except ValueError:  # an unknown label cannot come from the radio; leave everything as it is
-        return gr.update(), previous
-    return gr.update(value=values["iterative"]), method
+        return gr.update(), gr.update(), previous
+    return gr.update(value=values["iterative"]), gr.update(value=values["step_size"]), method
 
 
 def method_label_from(info) -> str | None:

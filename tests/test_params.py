@@ -15,7 +15,7 @@ from segret_lib.script_args import params_from_args, switch_method
 
 def test_defaults_follow_method():
     p = SegretParams()
-    assert (p.seg_weight, p.ret_weight, p.step_size, p.last_step) == (1.0, 1.0, 20.0, 0)
+    assert (p.seg_weight, p.ret_weight, p.step_size, p.last_step) == (1.0, 1.0, 10.0, 0)
     assert (p.threshold_mode, p.threshold, p.smooth_kernel, p.smooth_sigma) == ("fraction", 0.5, 3, 0.5)
     assert (p.iterative, p.iterative_max, p.softmax_temperature, p.token_combine) == (False, 20, 100.0, "mean")
     assert p.hires is False
@@ -169,7 +169,9 @@ def test_old_positional_lists_keep_their_meaning():
 
 def test_api_dict_takes_only_the_keys_given_as_explicit():
     p = params_from_args([{"concepts": "cat, dog", "method": "Attend-and-Excite"}])
-    assert p.method == "aae" and p.iterative is True and p.last_step == 0
+    assert p.method == "aae" and p.iterative is True and p.last_step == 0 and p.step_size == 20.0
+    assert params_from_args([{"concepts": "cat, dog"}]).step_size == 10.0  # A-STAR's (calibrated) default
+    assert params_from_args([{"concepts": "cat", "method": "aae", "step_size": 10}]).step_size == 10.0
     p = params_from_args([{"concepts": "cat, dog", "method": "aae", "iterative": False, "last_step": 30}])
     assert p.iterative is False and p.last_step == 30
     # an X/Y/Z override of the method: the dict's own keys still win, the others follow the new method
@@ -188,6 +190,9 @@ def test_switching_the_method_keeps_values_the_user_changed():
     assert switch_method({"iterative": True}, "astar", "both")["iterative"] is True
     assert switch_method({"iterative": False}, "aae", "both")["iterative"] is False
     assert switch_method({"iterative": False}, "aae", "aae")["iterative"] is False
+    assert switch_method({"step_size": 10.0}, "astar", "aae")["step_size"] == 20.0
+    assert switch_method({"step_size": "20"}, "aae", "both")["step_size"] == 10.0
+    assert switch_method({"step_size": 12.5}, "astar", "aae")["step_size"] == 12.5
     p = params_from_args([*OLD_UI_VALUES[:8], True, *OLD_UI_VALUES[9:]], {"method": "both"})
     assert p.method == "both" and p.iterative is True
     with pytest.raises(ParamError, match="method"):

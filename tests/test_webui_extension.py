@@ -65,7 +65,7 @@ def test_ui_components_tooltips_and_ids(host):
     assert all(tips[c.elem_id] == script_ui.TIPS[name] for name, c in zip(UI_FIELDS[1:], controls[1:], strict=True))
     # defaults of the UI are the engine's defaults
     d = script_args.params_from_args(host.runner.default_args()[host.script.args_from:host.script.args_to])
-    assert d.enabled is False and d.step_size == 20.0 and d.threshold == 0.5
+    assert d.enabled is False and d.step_size == 10.0 and d.threshold == 0.5
 
 
 def test_img2img_tab_has_its_own_ids():
@@ -591,12 +591,14 @@ def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
             if radio._id in d["targets"] and d["trigger"] == "input"]
     assert len(deps) == 1  # user input only: paste does not fire it
     dep, fn = deps[0]
-    assert dep["outputs"][0] == controls["iterative"]._id
-    update, previous = fn.fn("Attend-and-Excite", "A-STAR", False)
-    assert update["value"] is True and previous == "Attend-and-Excite"
-    update, previous = fn.fn("Both", "Attend-and-Excite", True)
-    assert update["value"] is False and previous == "Both"
-    assert fn.fn("Both", "A-STAR", True)[0]["value"] is True  # ticked by the user under A-STAR: kept
+    assert dep["outputs"][:2] == [controls["iterative"]._id, controls["step_size"]._id]
+    assert controls["step_size"].value == 10.0
+    update, step, previous = fn.fn("Attend-and-Excite", "A-STAR", False, 10.0)
+    assert update["value"] is True and step["value"] == 20.0 and previous == "Attend-and-Excite"
+    update, step, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0)
+    assert update["value"] is False and step["value"] == 10.0 and previous == "Both"
+    update, step, _ = fn.fn("Both", "A-STAR", True, 15.0)
+    assert update["value"] is True and step["value"] == 15.0  # set by the user under A-STAR: kept
     # paste
     values = {**AAE, "iterative": False, "last_step": 2}
     _, res = host.txt2img(script_args=host.args(**values), steps=3)
@@ -633,6 +635,8 @@ def test_xyz_method_axis_compares_methods_on_one_seed(host):
     # the UI's iterative value (off) was A-STAR's default: the A&E cell takes A&E's (on)
     assert infos["Attend-and-Excite"]["A-STAR iterative"] == "steps auto; target 0.95 0.5 0.2; max 20"
     assert infos["Attend-and-Excite"]["A-STAR result"].startswith("first pass: 2/4 steps, L_A&E")
+    # so does the step size: the UI's 10 was A-STAR's default, the A&E cell takes A&E's 20
+    assert infos["A-STAR"]["A-STAR step size"] == "10" and infos["Attend-and-Excite"]["A-STAR step size"] == "20"
     assert infos["Both"]["A-STAR method"] == "Both" and "L_A&E" in infos["Both"]["A-STAR result"]
     assert len({latents(r).sum().item() for r in results.values()}) == 3
 
