@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the "Does it work?" numbers in README.md from the committed weights (CPU; about 20 min on 2 free
+# Reproduces the "Does it work?" numbers in README.md from the committed weights (CPU; about 30 min on 2 free
 # cores). Usage: bash quality/run_benchmark.sh [seeds per report prompt, default 9] [steps, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +9,39 @@ PY=.venv/bin/python
 OUT=quality/results
 mkdir -p "$OUT"
 $PY -m quality.localisation --scenes 128 --out "$OUT/localisation.json" > "$OUT/localisation.txt"
-# calibration (tuning prompts, other seeds) and the two report runs, in parallel, one thread each
-$PY -m quality.calibrate --prompts quality/prompts/tune.txt --sampler euler --steps "$STEPS" --seeds 4 \
-    --step-sizes 0,10,20,40,100 --out "$OUT/calibration_euler.json" > "$OUT/calibration_euler.txt" &
+$PY -m quality.detector > "$OUT/detector.txt"
+# calibration on the tuning prompts (three objects), seeds 1000.., Euler: the step size, then the other settings
+# at the old default step size 20 and at the new one, 10
+$PY -m quality.calibrate --prompts quality/prompts/tune3.txt --sampler euler --steps "$STEPS" --seeds 8 \
+    --step-sizes 0,5,10,20,40,80 --extra "step_size=20;threshold=0.3" --extra "step_size=20;threshold=0.7" \
+    --extra "step_size=20;threshold_mode=otsu" --extra "step_size=20;last_step=5" \
+    --extra "step_size=20;last_step=9" --extra "step_size=20;ret_weight=0" \
+    --out "$OUT/calibration3_euler.json" > "$OUT/calibration3_euler.txt" &
+$PY -m quality.calibrate --prompts quality/prompts/tune3.txt --sampler euler --steps "$STEPS" --seeds 8 \
+    --step-sizes 7.5,15 --extra "step_size=10;threshold=0.3" --extra "step_size=10;threshold=0.7" \
+    --extra "step_size=10;threshold_mode=otsu" --extra "step_size=10;last_step=5" \
+    --extra "step_size=10;ret_weight=0" --extra "step_size=10;seg_weight=0" \
+    --out "$OUT/calibration3_euler_s10.json" > "$OUT/calibration3_euler_s10.txt" &
+wait
+$PY -m quality.calibrate --prompts quality/prompts/tune3.txt --sampler ddim --steps "$STEPS" --seeds 8 \
+    --step-sizes 10,20 --out "$OUT/calibration3_ddim.json" > "$OUT/calibration3_ddim.txt"
+# report runs, two at a time, one thread each: three-object prompts (neglect) with the defaults and with the
+# old step size 20, then two-object prompts
+for SAMPLER in euler ddim; do
+    $PY -m quality.evaluate --prompts quality/prompts/report3.txt --seeds "$SEEDS" --sampler "$SAMPLER" \
+        --steps "$STEPS" --threads 1 --out "$OUT/report3_$SAMPLER.json" > "$OUT/report3_$SAMPLER.txt" &
+done
+wait
+for SAMPLER in euler ddim; do
+    $PY -m quality.evaluate --prompts quality/prompts/report3.txt --seeds "$SEEDS" --sampler "$SAMPLER" \
+        --steps "$STEPS" --threads 1 --variants astar --set step_size=20 \
+        --out "$OUT/report3_${SAMPLER}_s20.json" > "$OUT/report3_${SAMPLER}_s20.txt" &
+done
+wait
 for SAMPLER in euler ddim; do
     $PY -m quality.evaluate --prompts quality/prompts/report.txt --seeds "$SEEDS" --sampler "$SAMPLER" \
         --steps "$STEPS" --threads 1 --out "$OUT/report_$SAMPLER.json" > "$OUT/report_$SAMPLER.txt" &
 done
 wait
-cat "$OUT/localisation.txt" "$OUT/calibration_euler.txt" "$OUT/report_euler.txt" "$OUT/report_ddim.txt"
+cat "$OUT/localisation.txt" "$OUT/detector.txt" "$OUT"/calibration3_*.txt "$OUT"/report3_*.txt \
+    "$OUT"/report_*.txt
