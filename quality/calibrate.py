@@ -11,12 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import Engine, read_prompts, run_variant, summarize
+from .evaluate import Engine, read_prompts, run_variant, seg_text, summarize
 from .model import WEIGHTS, load
-
-
-def _seg(s: dict) -> str:
-    return f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
 
 
 def main() -> None:
@@ -51,7 +47,7 @@ def main() -> None:
         table[name] = s
         print(f"{name}: all {s['all_present']:.3f} recall {s['object_recall']:.3f} fixed {s['fixed']} broken "
               f"{s['broken']} | colours {s['all_colours']:.3f} fixed {s['colours_fixed']} broken "
-              f"{s['colours_broken']} | L_seg {_seg(s)} stray {s['stray_pixels']:.3f} {s['s_per_image']:.2f} s/img",
+              f"{s['colours_broken']} | L_seg {seg_text(s)} stray {s['stray_pixels']:.3f} {s['s_per_image']:.2f} s/img",
               flush=True)
     if args.out:
         args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "rows": table},

@@ -283,12 +283,17 @@ def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_i
     return out
 
 
+def seg_text(s: dict) -> str:
+    """A summary's mean L_seg at the first and the last refined step, or "-" without a segregation term."""
+    return f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
+
+
 def format_table(summaries: dict[str, dict]) -> str:
     head = ("| variant | n | all objects | fixed | broken | p | object recall | colour binding | all colours "
             "| fixed | broken | p | L_seg first->last | stray px | s/image |")
     rows = [head, "|" + "---|" * 15]
     for name, s in summaries.items():
-        seg = f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
+        seg = seg_text(s)
         bind = f"{s['binding_accuracy']:.3f} (n={s['binding_n']})" if s["binding_accuracy"] is not None else "-"
         p, cp = (f"{s[k]:.2g}" if k in s else "-" for k in ("sign_p", "colours_sign_p"))
         rows.append(f"| {name} | {s['n']} | {s['all_present']:.3f} | {s.get('fixed', '-')} | {s.get('broken', '-')} "
