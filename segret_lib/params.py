@@ -300,6 +300,21 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
         raise ParamError(f"{name} must be in [{lo}, {hi}], got {value}")
 
 
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def read_switch(value: Any, true_words: tuple[str, ...] = TRUE_WORDS,
+                false_words: tuple[str, ...] = FALSE_WORDS) -> bool:
+    """A yes/no setting given as a bool or a word (case and spaces ignored); ValueError for anything else."""
+    low = str(value).strip().lower()
+    if low in true_words:
+        return True
+    if low in false_words:
+        return False
+    raise ValueError(value)
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -309,12 +324,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                return low in ("true", "1", "yes", "on")
-            return bool(value)
+            return read_switch(value) if isinstance(value, str) else bool(value)
         if kind == "float":
             return float(value)
         if kind == "int":

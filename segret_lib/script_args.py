@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .params import METHOD_DEFAULTS, UI_FIELDS, ParamError, SegretParams, canonical_method
+from .params import (
+    FALSE_WORDS,
+    METHOD_DEFAULTS,
+    TRUE_WORDS,
+    UI_FIELDS,
+    ParamError,
+    SegretParams,
+    canonical_method,
+    read_switch,
+)
 
 OVERRIDES_ATTR = "segret_overrides"  # dict set on p by X/Y/Z-plot axes
 LAYOUT_SWITCH = "layout_on"  # X/Y/Z override key: "On" keeps the layout, "Off" drops its boxes
@@ -44,12 +53,10 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
 
 def layout_switch_value(value: Any) -> bool:
     """The X/Y/Z layout axis' value ("On"/"Off", also true/false, 1/0) -> whether the layout is used."""
-    low = str(value).strip().lower()
-    if low in ("on", "true", "1", "yes", "layout"):
-        return True
-    if low in ("off", "false", "0", "no", "none"):
-        return False
-    raise ParamError(f"the layout axis takes On or Off, got {value!r}")
+    try:
+        return read_switch(value, (*TRUE_WORDS, "layout"), (*FALSE_WORDS, "none"))
+    except ValueError:
+        raise ParamError(f"the layout axis takes On or Off, got {value!r}") from None
 
 
 def switch_method(values: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:
@@ -67,7 +74,10 @@ def switch_method(values: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:
 
 def _same(value: Any, default: Any) -> bool:
     if isinstance(default, bool):
-        return str(value).strip().lower() in (("true", "1", "yes", "on") if default else ("false", "0", "no", "off"))
+        try:
+            return read_switch(value) == default
+        except ValueError:
+            return False
     if isinstance(default, float):
         try:
             return float(value) == default
