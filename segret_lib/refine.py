@@ -33,6 +33,14 @@ class StepResult:
     maps_before: list[torch.Tensor] | None = None  # per image, detached, on CPU (only when asked for)
 
 
+def _bad_loss(value: float, step: int) -> str:
+    return f"non-finite loss ({value}) at step {step + 1}; update skipped"
+
+
+def _bad_gradient(step: int) -> str:
+    return f"non-finite gradient at step {step + 1}; update skipped"
+
+
 class NoAttentionGradient(RuntimeError):
     """The captured attention maps do not depend on the latent through autograd, so no update is possible."""
 
@@ -126,7 +134,7 @@ class Refiner:
                 if it == 0:
                     result.loss = values[0]
                 if not math.isfinite(values[0]):
-                    result.skipped = f"non-finite loss ({values[0]}) at step {step + 1}; update skipped"
+                    result.skipped = _bad_loss(values[0], step)
                     break
                 # the first update of a step is always made; later ones only for images still above the target
                 active = [it == 0 or v > target for v in values[1:]]
@@ -139,7 +147,7 @@ class Refiner:
             grad_ok = torch.isfinite(grad).all()
             if eager:
                 if not bool(grad_ok):
-                    result.skipped = f"non-finite gradient at step {step + 1}; update skipped"
+                    result.skipped = _bad_gradient(step)
                     break
                 if not all(active):
                     grad = grad * torch.tensor(active, dtype=grad.dtype, device=grad.device).reshape(
@@ -173,9 +181,9 @@ class Refiner:
             value, flags, back = back[0], back[1:1 + len(checks)], back[1 + len(checks):]
             result.loss = result.final_loss = value
             if not math.isfinite(value):
-                result.skipped = f"non-finite loss ({value}) at step {result.step + 1}; update skipped"
+                result.skipped = _bad_loss(value, result.step)
             elif flags and not flags[1]:
-                result.skipped = f"non-finite gradient at step {result.step + 1}; update skipped"
+                result.skipped = _bad_gradient(result.step)
             elif flags:
                 result.updates = 1
         for mask, finite, row in zip(masks, back, rows, strict=False):
