@@ -10,6 +10,7 @@ from .overlays import ImageMaps, overlay_sheet
 from .params import SegretParams
 from .patching import InstancePatches
 from .session import SegretSession
+from .text import shorten
 from .visualize import session_grids
 
 log = logging.getLogger("segret")
@@ -38,6 +39,9 @@ class Generation:
         self.overlay_batches: list[list[ImageMaps | None] | None] = []
 
     def warn(self, message: str) -> None:
+        """Record a warning for this batch's and the generation's infotext and print it once; a long quoted
+        value in it is cut to a readable length (text.shorten)."""
+        message = shorten(message)
         if message not in self.batch_warnings:
             self.batch_warnings.append(message)
         if message not in self.warnings:

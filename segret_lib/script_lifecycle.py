@@ -25,6 +25,7 @@ from .schedule import evaluation_pattern
 from .script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
 from .script_ui import build_ui
 from .session import PassInfo, SegretSession
+from .text import shorten
 
 log = logging.getLogger("segret")
 
@@ -100,8 +101,9 @@ class ScriptLifecycle:
             params = params_from_args(args, getattr(p, OVERRIDES_ATTR, None))
         except ParamError as e:
             if looks_enabled(args):
-                print(f"[A-STAR] not applied: {e}")
-                p.extra_generation_params[WARNINGS_KEY] = f"not applied: {e}"
+                message = shorten(f"not applied: {e}")
+                print(f"[A-STAR] {message}")
+                p.extra_generation_params[WARNINGS_KEY] = message
             return
         if not params.enabled:
             return

@@ -12,7 +12,7 @@ from modules.api import api
 from segret_lib import script_args, script_lifecycle, script_ui, xyz_axes
 from segret_lib.capture import cross_attention_modules
 from segret_lib.checkpointing import unet_blocks
-from segret_lib.params import UI_FIELDS
+from segret_lib.params import ASTAR_STEP_SIZE, UI_FIELDS
 from tests.webui_host import ROOT, Host
 
 ON = {"enabled": True, "concepts": "cat, dog"}
@@ -65,7 +65,7 @@ def test_ui_components_tooltips_and_ids(host):
     assert all(tips[c.elem_id] == script_ui.TIPS[name] for name, c in zip(UI_FIELDS[1:], controls[1:], strict=True))
     # defaults of the UI are the engine's defaults
     d = script_args.params_from_args(host.runner.default_args()[host.script.args_from:host.script.args_to])
-    assert d.enabled is False and d.step_size == 10.0 and d.threshold == 0.5
+    assert d.enabled is False and d.step_size == ASTAR_STEP_SIZE and d.threshold == 0.5
 
 
 def test_img2img_tab_has_its_own_ids():
@@ -592,12 +592,15 @@ def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
     assert len(deps) == 1  # user input only: paste does not fire it
     dep, fn = deps[0]
     assert dep["outputs"][:2] == [controls["iterative"]._id, controls["step_size"]._id]
-    assert controls["step_size"].value == 10.0
-    update, step, previous = fn.fn("Attend-and-Excite", "A-STAR", False, 10.0)
+    assert controls["step_size"].value == ASTAR_STEP_SIZE
+    assert dep["outputs"][2] == controls["step_rule"]._id
+    update, step, rule, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "balanced")
     assert update["value"] is True and step["value"] == 20.0 and previous == "Attend-and-Excite"
-    update, step, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0)
-    assert update["value"] is False and step["value"] == 10.0 and previous == "Both"
-    update, step, _ = fn.fn("Both", "A-STAR", True, 15.0)
+    assert rule["value"] == "v1"  # A&E's published schedule
+    update, step, rule, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0, "v1")
+    assert update["value"] is False and step["value"] == ASTAR_STEP_SIZE and previous == "Both"
+    assert rule["value"] == "balanced"
+    update, step, _, _ = fn.fn("Both", "A-STAR", True, 15.0, "balanced")
     assert update["value"] is True and step["value"] == 15.0  # set by the user under A-STAR: kept
     # paste
     values = {**AAE, "iterative": False, "last_step": 2}
@@ -650,3 +653,19 @@ def test_aae_sdxl_and_hires():
     assert "first pass: 2/4 steps" in info["A-STAR result"] and "hires pass: 2/4 steps" in info["A-STAR result"]
     assert "A-STAR warnings" not in info and torch.isfinite(latents(res)).all()
     assert_clean(h, p)
+
+
+def test_a_long_bad_value_is_cut_in_the_warning(host, capsys):
+    """A 5000-character value comes back cut to a readable length, still naming the setting."""
+    args = api.init_script_args({"A-STAR": {"args": [{"concepts": "cat, dog", "method": "x" * 5000}]}},
+                                host.runner)
+    _, res = host.txt2img(script_args=args, steps=3)
+    warning = infotext_utils.parse_generation_parameters(res.infotexts[0])["A-STAR warnings"]
+    assert warning.startswith("not applied: method must be one of") and "…" in warning
+    assert len(warning) <= 300
+    out = capsys.readouterr().out
+    assert "[A-STAR] not applied: method must be one of" in out and "x" * 200 not in out
+    _, res = host.txt2img(script_args=host.args(enabled=True, concepts="cat, " + "d" * 5000), steps=3)
+    warning = infotext_utils.parse_generation_parameters(res.infotexts[0])["A-STAR warnings"]
+    assert "tokens long" in warning and "…" in warning and len(warning) <= 300
+    assert "d" * 200 not in capsys.readouterr().out
