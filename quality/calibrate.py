@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import Engine, read_prompts, run_variant, seg_text, summarize
+from .evaluate import SAMPLERS, Engine, read_prompts, run_variant, seg_text, summarize
 from .model import WEIGHTS, load
 
 
@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=Path, default=Path(__file__).parent / "prompts" / "tune.txt")
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--seed-offset", type=int, default=1000)
-    ap.add_argument("--sampler", choices=("euler", "ddim"), default="euler")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="euler")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--step-sizes", default="0,20,100,300,1000")

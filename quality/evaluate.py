@@ -39,7 +39,11 @@ VARIANTS: dict[str, dict | None] = {
     "seg_only": {"ret_weight": 0.0},
     "ret_only": {"seg_weight": 0.0},
     "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
+    "both": {"method": "both"},  # A-STAR's two losses plus Attend-and-Excite's, A-STAR's schedule
 }
+SAMPLERS = ("euler", "euler_a", "dpmpp_2m_k", "ddim")
+"""Euler, Euler a (ancestral, eta 1), DPM++ 2M on Karras sigmas (the WebUI's "DPM++ 2M Karras") and DDIM (eta 0):
+the samplers WebUI users run most."""
 OBJECT_RE = re.compile(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b")
 
 
@@ -78,6 +82,18 @@ def seed_noise(seeds: Sequence[int]) -> torch.Tensor:
     noise = torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(int(s)))
                        for s in seeds])
     return noise - noise.mean(dim=(2, 3), keepdim=True)
+
+
+def seed_noise_sampler(seeds: Sequence[int]):
+    """The ancestral samplers' per-step noise, one generator per image seeded from its seed (apart from the start
+    noise's), so an image's noise does not depend on the batch it is sampled in and plain and refined runs of
+    the same seed get the same noise."""
+    gens = [torch.Generator().manual_seed(1_000_003 + 7919 * int(s)) for s in seeds]
+
+    def sample(_sigma, _sigma_next) -> torch.Tensor:
+        return torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=g) for g in gens])
+
+    return sample
 
 
 class CFGDenoiser:
@@ -143,21 +159,35 @@ class Engine:
         session = self.session(specs, params) if params is not None else None
         noise = seed_noise(seeds)
         try:
-            if sampler == "euler":
-                ks, _ = k_diffusion()
-                sigmas = self.denoiser.get_sigmas(steps)
-                model = CFGDenoiser(self.denoiser, cond, uncond, cfg, session)
-                if session is not None:
-                    session.begin_pass(PassInfo((SIZE, SIZE), steps, "sigma", "first_order"))
-                out = ks.sample_euler(model, noise * sigmas[0], sigmas, callback=model.callback, disable=True)
-            elif sampler == "ddim":
+            if sampler == "ddim":
                 out = self._ddim(noise, cond, uncond, steps, cfg, session)
+            elif sampler in SAMPLERS:
+                out = self._k_sample(sampler, noise, seeds, cond, uncond, steps, cfg, session)
             else:
-                raise ValueError(f"unknown sampler {sampler!r}: euler or ddim")
+                raise ValueError(f"unknown sampler {sampler!r}: one of {SAMPLERS}")
         finally:
             if session is not None:
                 session.close()
         return ((out.clamp(-1, 1) + 1) / 2).float(), session
+
+    def _k_sample(self, sampler: str, noise: torch.Tensor, seeds: Sequence[int], cond, uncond, steps: int,
+                  cfg: float, session: SegretSession | None) -> torch.Tensor:
+        """A k-diffusion sampler as the WebUI drives it (one model call per step for these three)."""
+        ks, _ = k_diffusion()
+        if sampler == "dpmpp_2m_k":  # the WebUI's Karras sigmas span the model's own sigma range
+            sigmas = ks.get_sigmas_karras(steps, float(self.denoiser.sigma_min), float(self.denoiser.sigma_max))
+        else:
+            sigmas = self.denoiser.get_sigmas(steps)
+        model = CFGDenoiser(self.denoiser, cond, uncond, cfg, session)
+        if session is not None:
+            session.begin_pass(PassInfo((SIZE, SIZE), steps, "sigma", "first_order"))
+        x = noise * sigmas[0]
+        if sampler == "euler":
+            return ks.sample_euler(model, x, sigmas, callback=model.callback, disable=True)
+        if sampler == "euler_a":
+            return ks.sample_euler_ancestral(model, x, sigmas, callback=model.callback, disable=True,
+                                             noise_sampler=seed_noise_sampler(seeds))
+        return ks.sample_dpmpp_2m(model, x, sigmas, callback=model.callback, disable=True)
 
     def _ddim(self, z: torch.Tensor, cond, uncond, steps: int, cfg: float,
               session: SegretSession | None) -> torch.Tensor:
@@ -208,15 +238,27 @@ def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int
                 keep_images: int = 0) -> tuple[list[Record], float, list[np.ndarray]]:
     """Sample and judge every prompt x seed (batches mix prompts); returns records, seconds per image and the
     first `keep_images` images (seed-major order: every prompt's first seed first)."""
-    jobs = [(spec, s) for s in seeds for spec in specs]
-    records: list[Record] = []
+    pairs = [(i, s) for s in seeds for i in range(len(specs))]
+    settings = None if changes is None else {**base, **changes}
     images: list[np.ndarray] = []
+    records, spi = run_pairs(engine, specs, pairs, sampler, steps, cfg, settings, batch, images, keep_images)
+    return records, spi, images
+
+
+def run_pairs(engine: Engine, specs: Sequence[PromptSpec], pairs: Sequence[tuple[int, int]], sampler: str,
+              steps: int, cfg: float, settings: dict | None, batch: int = 128, images: list | None = None,
+              keep_images: int = 0) -> tuple[list[Record], float]:
+    """Sample and judge the (prompt index, seed) pairs in batches; settings None = plain sampling, else A-STAR
+    with these settings on top of the defaults. Returns the records and seconds per image; the first
+    `keep_images` images are appended to `images`."""
+    jobs = [(specs[i], int(s)) for i, s in pairs]
+    records: list[Record] = []
     start = time.perf_counter()
     for lo in range(0, len(jobs), batch):
         part = jobs[lo:lo + batch]
         params = None
-        if changes is not None:  # settings as one would enter them; concepts are per image (each prompt's own)
-            params = SegretParams.create(**{"enabled": True, "concepts": part[0][0].concepts, **base, **changes})
+        if settings is not None:  # settings as one would enter them; concepts are per image (each prompt's own)
+            params = SegretParams.create(**{"enabled": True, "concepts": part[0][0].concepts, **settings})
         imgs, session = engine.sample([j[0] for j in part], [j[1] for j in part], sampler, steps, cfg, params)
         segs = _seg_per_image(session, len(part)) if session is not None else [(None, None)] * len(part)
         for img, (spec, s), seg in zip(imgs.permute(0, 2, 3, 1).numpy(), part, segs, strict=True):
@@ -224,10 +266,10 @@ def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int
             records.append(Record(spec.prompt, int(s), list(v.present), v.all_present,
                                   (all(v.present) if v.binding_testable else None), *seg, stray_share(img),
                                   all(v.colour_present)))
-            if len(images) < keep_images:
+            if images is not None and len(images) < keep_images:
                 images.append(img)
     n = max(len(records), 1)
-    return records, (time.perf_counter() - start) / n, images
+    return records, (time.perf_counter() - start) / n
 
 
 def _seg_per_image(session: SegretSession, n: int) -> list[tuple[float | None, float | None]]:
@@ -327,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--prompts", type=Path, required=True)
     ap.add_argument("--seeds", type=int, default=16, help="seeds per prompt (0..N-1 after --seed-offset)")
     ap.add_argument("--seed-offset", type=int, default=0)
-    ap.add_argument("--sampler", choices=("euler", "ddim"), default="euler")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="euler")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")

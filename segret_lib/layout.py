@@ -230,9 +230,10 @@ def in_box_fraction(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- loss
 def layout_terms(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | None, target: LayoutTarget,
-                 seg_weight: float, ret_weight: float, strength: float,
+                 seg_weight: float, ret_weight: float, strength: float, normalise: bool = False,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The method's loss of one image with a layout, and its terms as tensors on the maps' device.
+    normalise: L_seg and the free concepts' L_ret as means (step rule "balanced"; the box terms are unchanged).
 
     Segregation and Attend-and-Excite terms as without a layout. Retention (Eq. 3): concepts without a box
     against the previous step's mask with ret_weight (A-STAR, Both); boxed concepts against their box with
@@ -240,14 +241,14 @@ def layout_terms(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | Non
     concepts of each one's share of map mass in the other concepts' boxes (outside its own). Terms: 'seg',
     'ret', 'aae' as usual, 'layout' (the box retention term), 'inbox' (the boxed concepts' mean in-box share),
     'outside' (exclusive term). Which concepts are boxed is known on the host: nothing is read back."""
-    loss, terms = loss_terms(method, maps, None, seg_weight, ret_weight)
+    loss, terms = loss_terms(method, maps, None, seg_weight, ret_weight, normalise)
     boxed_flags = target.boxed.tolist()  # kept on the CPU (LayoutTarget.to)
     boxed = [i for i, b in enumerate(boxed_flags) if b]
     free = [i for i, b in enumerate(boxed_flags) if not b]
     target = target.to(maps.device)
     if method != "aae" and ret_weight and prev_masks is not None and free:
         ret = retention_loss(maps[free], prev_masks[free])
-        loss = loss + ret_weight * ret
+        loss = loss + ret_weight * (ret / maps.shape[0] if normalise else ret)
         terms["ret"] = ret.detach()
     box_maps, box_masks = maps[boxed], target.masks[boxed]
     held = retention_loss(box_maps, box_masks)

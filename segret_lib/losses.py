@@ -81,28 +81,32 @@ def loss_terms(
     prev_masks: torch.Tensor | None,
     seg_weight: float = 1.0,
     ret_weight: float = 1.0,
+    normalise: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of a method for one image and its terms, all as tensors on the maps' device (nothing is read
     back): 'astar' Eq. 4 (L_ret skipped without a mask: the first step), 'aae' the Attend-and-Excite loss,
-    'both' their sum."""
+    'both' their sum. normalise (step rule "balanced"): the loss takes L_seg as a mean over the concept pairs
+    and L_ret as a mean over the concepts; the terms reported stay the sums of Eq. 2 and 3."""
     terms: dict[str, torch.Tensor] = {}
     if method == "aae":
         loss = excite_loss(maps)
         return loss, {"aae": loss.detach()}
     loss = maps.new_zeros(())
-    if seg_weight and maps.shape[0] > 1:
+    c = maps.shape[0]
+    if seg_weight and c > 1:
         seg = segregation_loss(maps)
-        loss = loss + seg_weight * seg
+        loss = loss + seg_weight * (seg / (c * (c - 1) / 2) if normalise else seg)
         terms["seg"] = seg.detach()
     if ret_weight and prev_masks is not None:
         ret = retention_loss(maps, prev_masks)
-        loss = loss + ret_weight * ret
+        loss = loss + ret_weight * (ret / max(c, 1) if normalise else ret)
         terms["ret"] = ret.detach()
     if method == "both":
         aae = excite_loss(maps)
         loss = loss + aae
         terms["aae"] = aae.detach()
     return loss, terms
+
 
 
 def total_loss(

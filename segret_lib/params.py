@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .step_rule import AUTO, DEFAULT_RULE, get_rule
+
 MAX_CONCEPTS = 8
 INFOTEXT_PREFIX = "A-STAR"
 THRESHOLD_MODES = ("fraction", "otsu")
@@ -42,14 +44,19 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # Step size: Attend-and-Excite keeps its published 20; A-STAR and Both take 10, calibrated on the neglect
 # benchmark (README "Does it work?": at 20 the update broke about as many images as it fixed and added grain;
 # at 10 it rescued more and broke fewer).
-ASTAR_STEP_SIZE = 10.0
+# Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per concept, a per-pass step budget,
+# a low-passed gradient), whose step size is calibrated on the benchmark matrix (quality/README.md); v1's step
+# size was 10. Attend-and-Excite keeps its published schedule ("v1", 20).
+ASTAR_STEP_SIZE = 30.0
+V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule
 AAE_STEP_SIZE = 20.0
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "astar": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,),
-              "step_size": ASTAR_STEP_SIZE},
-    "aae": {"iterative": True, "iterative_steps": (), "iterative_target": AAE_TARGETS, "step_size": AAE_STEP_SIZE},
+              "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE},
+    "aae": {"iterative": True, "iterative_steps": (), "iterative_target": AAE_TARGETS, "step_size": AAE_STEP_SIZE,
+            "step_rule": "v1"},
     "both": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,),
-             "step_size": ASTAR_STEP_SIZE},
+             "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE},
 }
 
 
@@ -136,9 +143,12 @@ class SegretParams:
     layout_strength: float = 1.0  # retention weight of the boxed concepts (their box is the retention target)
     layout_exclusive: bool = False  # also push each concept's attention out of the other concepts' boxes
     maps_view: str = "overlay"  # what show_maps adds: MAPS_VIEWS
+    step_rule: str = AUTO  # how the step size becomes an update (step_rule.py); "auto": the method's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", canonical_method(self.method))
+        if str(self.step_rule).strip().lower() == AUTO:
+            object.__setattr__(self, "step_rule", METHOD_DEFAULTS[self.method]["step_rule"])
         object.__setattr__(self, "layout", _parse_layout(self.layout))
         if not isinstance(self.iterative_target, tuple):
             object.__setattr__(self, "iterative_target", _parse_targets(self.iterative_target))
@@ -167,6 +177,10 @@ class SegretParams:
         if not isinstance(self.layout_strength, (int, float)) or not math.isfinite(self.layout_strength):
             raise ParamError(f"layout_strength must be a finite number, got {self.layout_strength!r}")
         _check_range("layout_strength", self.layout_strength, 0.0, 100.0)
+        try:
+            get_rule(self.step_rule)
+        except ValueError as e:
+            raise ParamError(str(e)) from None
         if self.maps_view not in MAPS_VIEWS:
             raise ParamError(f"maps_view must be one of {MAPS_VIEWS}, got {self.maps_view!r}")
         if self.threshold_mode not in THRESHOLD_MODES:
@@ -224,6 +238,8 @@ class SegretParams:
         }
         if self.method != "astar":
             out[f"{INFOTEXT_PREFIX} method"] = METHOD_LABELS[self.method]
+        if self.step_rule != "v1":  # absent: v1, the only rule of the versions before
+            out[f"{INFOTEXT_PREFIX} step rule"] = self.step_rule
         if self.iterative:
             steps = " ".join(map(str, self.iterative_steps)) if self.iterative_steps else "auto"
             out[f"{INFOTEXT_PREFIX} iterative"] = (
@@ -253,6 +269,8 @@ class SegretParams:
             values["enabled"] = True
         if key + "method" in info:
             values["method"] = info[key + "method"]
+        if key + "concepts" in info:  # an A-STAR infotext without a rule was written by v1
+            values["step_rule"] = info.get(key + "step rule", "v1")
         for name, field_name in (("seg weight", "seg_weight"), ("ret weight", "ret_weight"),
                                  ("step size", "step_size"), ("last step", "last_step")):
             if key + name in info:
@@ -356,7 +374,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
 UI_FIELDS: tuple[str, ...] = (
     "enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold_mode", "threshold",
     "iterative", "show_maps", "hires", "low_vram", "method", "layout", "layout_strength", "layout_exclusive",
-    "maps_view",
+    "maps_view", "step_rule",
 )
 """Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order (new fields
 are appended, so older, shorter lists keep their meaning)."""

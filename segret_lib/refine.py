@@ -13,6 +13,7 @@ from .layout import LayoutTarget, layout_terms
 from .losses import binarize, loss_terms
 from .params import SegretParams
 from .schedule import iterative_schedule, step_size
+from .step_rule import budget_factor, get_rule, lowpass
 
 # forward_maps(x_model) runs the conditional UNet on the sampler-space latent and returns, per image,
 # the concept maps [C_i, H, W] (with gradients).
@@ -66,6 +67,7 @@ class Refiner:
                          ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         """The method's loss of each image and each image's loss terms, on the device (nothing read back)."""
         p = self.params
+        normalise = get_rule(p.step_rule).normalise
         losses: list[torch.Tensor] = []
         terms: list[dict[str, torch.Tensor]] = []
         for m, row in zip(maps, rows, strict=True):
@@ -75,9 +77,9 @@ class Refiner:
                 mask = None  # concepts changed between passes (e.g. a hires prompt): no retention this step
             if isinstance(target, LayoutTarget) and target.shape == m.shape:  # boxes (layout.py)
                 loss, image_terms = layout_terms(p.method, m, mask, target, p.seg_weight, p.ret_weight,
-                                                 p.layout_strength)
+                                                 p.layout_strength, normalise)
             else:
-                loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight)
+                loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight, normalise)
             losses.append(loss)
             terms.append(image_terms)
         return losses, terms
@@ -102,7 +104,8 @@ class Refiner:
         p = self.params
         rows = list(range(x.shape[0])) if rows is None else list(rows)
         result = StepResult(step=step, images=len(rows))
-        alpha = step_size(p.step_size, step, total_steps)
+        rule = get_rule(p.step_rule)
+        alpha = step_size(p.step_size, step, total_steps) * budget_factor(rule, total_steps)
         target = iterative_schedule(p, total_steps).get(step)
         max_updates = p.iterative_max if target is not None else 1
         eager = max_updates > 1  # decide between updates on the host
@@ -144,6 +147,8 @@ class Refiner:
                 break
             with backward_context():
                 (grad,) = torch.autograd.grad(loss, z)
+            if rule.blur and maps:
+                grad = lowpass(grad, tuple(maps[0].shape[-2:]), rule.blur)
             grad_ok = torch.isfinite(grad).all()
             if eager:
                 if not bool(grad_ok):

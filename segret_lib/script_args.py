@@ -24,7 +24,8 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
     """Script args -> SegretParams. Accepts the UI's positional values, or one dict (HTTP API).
 
     Method defaults (params.METHOD_DEFAULTS): in the dict, only the keys given are explicit, the others take the
-    method's defaults. The positional values are the UI's, every one explicit; an X/Y/Z override of the method
+    method's defaults. The positional values are the UI's, every one explicit (a list too short to hold the newer
+    settings gets their defaults: the step rule "auto", the method's); an X/Y/Z override of the method
     switches them as the UI does (switch_method). The override LAYOUT_SWITCH "Off" drops the layout's boxes.
     Raises ParamError with a message that names the bad value.
     """

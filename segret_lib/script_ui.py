@@ -24,6 +24,7 @@ from .params import (
     canonical_method,
 )
 from .script_args import switch_method, threshold_from, threshold_mode_from
+from .step_rule import AUTO, CHOICES
 
 ACCORDION_LABEL = "A-STAR (segregation & retention)"
 
@@ -41,6 +42,11 @@ TIPS = {
                   "attended to at the previous step. 0 turns it off.",
     "step_size": "Scale of the latent update (alpha = step size x sqrt(1 -> 0.5) over the steps). "
                  "Higher is stronger; too high gives artefacts.",
+    "step_rule": "How the step size becomes an update. auto: the method's rule (balanced for A-STAR and Both, v1 for "
+                 "Attend-and-Excite). balanced: the losses are means "
+                 "over concept pairs and concepts, the steps of a pass share one budget (so 50 steps push as much "
+                 "as 10) and the update is smoothed at the attention maps' scale (less grain). v1: the paper's sums "
+                 "at every step, as before; infotexts without a step rule were made with it.",
     "last_step": "Last sampling step that is refined. 0 = the method's default: every step for A-STAR and Both, "
                  "the first half for Attend-and-Excite. Refining only the first steps is faster but concepts can "
                  "fade again later.",
@@ -117,6 +123,7 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
                                 visible=not is_img2img)
             low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
         maps_view = gr.Radio(list(MAPS_VIEWS), value=d.maps_view, label="Maps view", elem_id=f"segret_{tab}_maps_view")
+        step_rule = gr.Radio(list(CHOICES), value=AUTO, label="Step rule", elem_id=f"segret_{tab}_step_rule")
         with gr.Accordion("Layout", open=False, elem_id=f"segret_{tab}_layout_panel"):
             # javascript/segret_layout.js draws the box editor here and keeps it in sync with the textbox
             gr.HTML('<div class="segret-layout-editor"></div>', elem_id=f"segret_{tab}_layout_editor",
@@ -129,14 +136,14 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
                 layout_exclusive = gr.Checkbox(d.layout_exclusive, label="Keep out of other boxes",
                                                elem_id=f"segret_{tab}_layout_exclusive")
     # user input only (not paste, which sets every control from the infotext): the method's defaults
-    method.input(on_method_input, inputs=[method, previous_method, iterative, step_size],
-                 outputs=[iterative, step_size, previous_method], show_progress=False)
+    method.input(on_method_input, inputs=[method, previous_method, iterative, step_size, step_rule],
+                 outputs=[iterative, step_size, step_rule, previous_method], show_progress=False)
     components = {
         "enabled": enabled, "concepts": concepts, "seg_weight": seg_weight, "ret_weight": ret_weight,
         "step_size": step_size, "last_step": last_step, "threshold_mode": threshold_mode,
         "threshold": threshold, "iterative": iterative, "show_maps": show_maps, "hires": hires,
         "low_vram": low_vram, "method": method, "layout": layout, "layout_strength": layout_strength,
-        "layout_exclusive": layout_exclusive, "maps_view": maps_view,
+        "layout_exclusive": layout_exclusive, "maps_view": maps_view, "step_rule": step_rule,
     }
     key = f"{INFOTEXT_PREFIX} "
     infotext_fields = [
@@ -155,9 +162,10 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         (layout, lambda d: layout_from(d)),
         (layout_strength, key + "layout strength"),
         (layout_exclusive, lambda d: (key + "layout exclusive" in d) if key + "concepts" in d else None),
+        (step_rule, lambda d: step_rule_from(d)),
     ]
     paste_field_names = [key + n for n in ("concepts", "seg weight", "ret weight", "step size", "last step",
-                                           "threshold", "method", "layout", "layout strength")]
+                                           "threshold", "method", "layout", "layout strength", "step rule")]
     return UiParts([components[name] for name in UI_FIELDS], infotext_fields, paste_field_names)
 
 
@@ -172,15 +180,26 @@ def layout_from(info) -> str | None:
         return str(info[key + "layout"])
 
 
-def on_method_input(method: str, previous: str, iterative: bool, step_size: float):
+def on_method_input(method: str, previous: str, iterative: bool, step_size: float, step_rule: str = "balanced"):
     """The Method radio changed by the user: the method-dependent controls still at the previous method's
     default take the new method's (script_args.switch_method); returns (iterative update, step size update,
-    new previous)."""
+    step rule update, new previous)."""
     try:
-        values = switch_method({"iterative": iterative, "step_size": step_size}, previous or "astar", method)
+        values = switch_method({"iterative": iterative, "step_size": step_size, "step_rule": step_rule},
+                               previous or "astar", method)
     except ValueError:  # an unknown label cannot come from the radio; leave everything as it is
-        return gr.update(), gr.update(), previous
-    return gr.update(value=values["iterative"]), gr.update(value=values["step_size"]), method
+        return gr.update(), gr.update(), gr.update(), previous
+    return (gr.update(value=values["iterative"]), gr.update(value=values["step_size"]),
+            gr.update(value=values["step_rule"]), method)
+
+
+def step_rule_from(info) -> str | None:
+    """Infotext -> the Step rule radio: the written rule, v1 for an A-STAR infotext without one (made before
+    the rule existed), unchanged for other infotexts."""
+    key = f"{INFOTEXT_PREFIX} "
+    if key + "step rule" in info:
+        return str(info[key + "step rule"]).strip().lower()
+    return "v1" if key + "concepts" in info else None
 
 
 def method_label_from(info) -> str | None:

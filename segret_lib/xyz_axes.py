@@ -7,6 +7,7 @@ from typing import Any
 
 from .params import METHOD_LABELS
 from .script_args import LAYOUT_SWITCH, OVERRIDES_ATTR
+from .step_rule import CHOICES
 
 XYZ_AXES = (
     ("[A-STAR] Segregation weight", "seg_weight", float),
@@ -16,9 +17,11 @@ XYZ_AXES = (
     ("[A-STAR] Method", "method", str),
     ("[A-STAR] Layout", LAYOUT_SWITCH, str),
     ("[A-STAR] Layout strength", "layout_strength", float),
+    ("[A-STAR] Step rule", "step_rule", str),
 )
 # axes with a fixed set of values get a dropdown in the X/Y/Z plot
-XYZ_CHOICES = {"method": lambda: list(METHOD_LABELS.values()), LAYOUT_SWITCH: lambda: ["On", "Off"]}
+XYZ_CHOICES = {"method": lambda: list(METHOD_LABELS.values()), LAYOUT_SWITCH: lambda: ["On", "Off"],
+               "step_rule": lambda: list(CHOICES)}
 XYZ_MODULES = ("xyz_grid.py", "scripts.xyz_grid")
 
 

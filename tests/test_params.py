@@ -3,6 +3,7 @@ import pytest
 from segret_lib.params import (
     AAE_TARGETS,
     AAE_THRESHOLDS,
+    ASTAR_STEP_SIZE,
     MAX_CONCEPTS,
     METHOD_LABELS,
     UI_FIELDS,
@@ -15,7 +16,8 @@ from segret_lib.script_args import params_from_args, switch_method
 
 def test_defaults_follow_method():
     p = SegretParams()
-    assert (p.seg_weight, p.ret_weight, p.step_size, p.last_step) == (1.0, 1.0, 10.0, 0)
+    assert (p.seg_weight, p.ret_weight, p.step_size, p.last_step) == (1.0, 1.0, ASTAR_STEP_SIZE, 0)
+    assert p.step_rule == "balanced"
     assert (p.threshold_mode, p.threshold, p.smooth_kernel, p.smooth_sigma) == ("fraction", 0.5, 3, 0.5)
     assert (p.iterative, p.iterative_max, p.softmax_temperature, p.token_combine) == (False, 20, 100.0, "mean")
     assert p.hires is False
@@ -160,9 +162,14 @@ def test_old_positional_lists_keep_their_meaning():
     assert UI_FIELDS[:12] == ("enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step",
                               "threshold_mode", "threshold", "iterative", "show_maps", "hires", "low_vram")
     assert UI_FIELDS[12] == "method"
-    assert UI_FIELDS[13:] == ("layout", "layout_strength", "layout_exclusive", "maps_view")
+    assert UI_FIELDS[13:] == ("layout", "layout_strength", "layout_exclusive", "maps_view", "step_rule")
     p = params_from_args(OLD_UI_VALUES)
     assert p.method == "astar" and p.iterative is False
+    assert p.step_rule == "balanced" and p.step_size == 20.0  # no rule in the list: the method's ("auto")
+    assert params_from_args([*OLD_UI_VALUES, "Attend-and-Excite"]).step_rule == "v1"
+    assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "auto"]).step_rule == "balanced"
+    assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "v1"]).step_rule == "v1"
+    assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "balanced"]).step_rule == "balanced"
     p = params_from_args([*OLD_UI_VALUES, "Attend-and-Excite"])  # every UI value is explicit, iterative included
     assert p.method == "aae" and p.iterative is False and p.iterative_target == AAE_TARGETS
 
@@ -170,7 +177,7 @@ def test_old_positional_lists_keep_their_meaning():
 def test_api_dict_takes_only_the_keys_given_as_explicit():
     p = params_from_args([{"concepts": "cat, dog", "method": "Attend-and-Excite"}])
     assert p.method == "aae" and p.iterative is True and p.last_step == 0 and p.step_size == 20.0
-    assert params_from_args([{"concepts": "cat, dog"}]).step_size == 10.0  # A-STAR's (calibrated) default
+    assert params_from_args([{"concepts": "cat, dog"}]).step_size == ASTAR_STEP_SIZE  # A-STAR's (calibrated) default
     assert params_from_args([{"concepts": "cat", "method": "aae", "step_size": 10}]).step_size == 10.0
     p = params_from_args([{"concepts": "cat, dog", "method": "aae", "iterative": False, "last_step": 30}])
     assert p.iterative is False and p.last_step == 30
@@ -190,8 +197,10 @@ def test_switching_the_method_keeps_values_the_user_changed():
     assert switch_method({"iterative": True}, "astar", "both")["iterative"] is True
     assert switch_method({"iterative": False}, "aae", "both")["iterative"] is False
     assert switch_method({"iterative": False}, "aae", "aae")["iterative"] is False
-    assert switch_method({"step_size": 10.0}, "astar", "aae")["step_size"] == 20.0
-    assert switch_method({"step_size": "20"}, "aae", "both")["step_size"] == 10.0
+    assert switch_method({"step_size": ASTAR_STEP_SIZE}, "astar", "aae")["step_size"] == 20.0
+    assert switch_method({"step_size": "20"}, "aae", "both")["step_size"] == ASTAR_STEP_SIZE
+    assert switch_method({"step_rule": "balanced"}, "astar", "aae")["step_rule"] == "v1"
+    assert switch_method({"step_rule": "v1"}, "aae", "both")["step_rule"] == "balanced"
     assert switch_method({"step_size": 12.5}, "astar", "aae")["step_size"] == 12.5
     p = params_from_args([*OLD_UI_VALUES[:8], True, *OLD_UI_VALUES[9:]], {"method": "both"})
     assert p.method == "both" and p.iterative is True

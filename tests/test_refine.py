@@ -62,7 +62,7 @@ def test_gradient_steps_lower_segregation_loss(rig):
 
 @pytest.mark.parametrize("parameterization", ["sigma", "timestep"])
 def test_update_is_alpha_times_scale_times_grad_z(rig, parameterization):
-    session = rig.session([PROMPT])
+    session = rig.session([PROMPT], step_rule="v1")
     sigma = rig.denoiser.get_sigmas(30)[5]
     forward_maps = forward_maps_for(rig, session, sigma)
     value = sigma if parameterization == "sigma" else torch.tensor(600.0)
@@ -253,7 +253,7 @@ def test_aae_refines_the_first_half_through_the_sampler(rig):
 
 
 def test_aae_update_is_alpha_times_scale_times_grad_z(rig):
-    session = rig.session([PROMPT], method="aae", iterative=False)
+    session = rig.session([PROMPT], method="aae", iterative=False, step_rule="v1")
     sigma = rig.denoiser.get_sigmas(30)[5]
     forward_maps = forward_maps_for(rig, session, sigma)
     s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
@@ -268,3 +268,40 @@ def test_aae_update_is_alpha_times_scale_times_grad_z(rig):
     assert expected.abs().max() > 0
     torch.testing.assert_close(new_x - x, expected, rtol=1e-3, atol=2e-6 * float(x.abs().max()))
     assert result.updates == 1 and result.loss == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_balanced_update_is_budgeted_lowpassed_gradient_of_the_mean_losses(rig):
+    """Step rule "balanced": the update is -alpha_t * min(1, budget / T) * s * lowpass(grad_z L) with L_seg a mean
+    over the concept pairs; at T <= budget it is the full alpha_t."""
+    from segret_lib.step_rule import budget_factor, get_rule, lowpass
+
+    concepts = ("cat", "dog", "sofa")
+    prompt = "a cat and a dog on a sofa"
+    session = rig.session([prompt], concepts=concepts, ret_weight=0.0, step_rule="balanced")
+    session.begin_pass(PassInfo((32, 32), 50))
+    cond = rig.encoder([prompt])
+    sigma = rig.denoiser.get_sigmas(30)[5]
+
+    def run(xm, s, rows):
+        return rig.denoiser(xm, s, cond={"c_crossattn": [cond[list(rows)]]})
+
+    def forward_maps(xm):
+        return session._forward_maps(xm, sigma.reshape(1), [0], torch.tensor([0]), run)
+
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    x = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(2)) * s
+    z = (x / s).requires_grad_(True)
+    with torch.enable_grad():
+        maps = forward_maps(z * s)[0]
+        loss = segregation_loss(maps) / 3  # three pairs
+        (grad_z,) = torch.autograd.grad(loss, z)
+    rule = get_rule("balanced")
+    smooth = lowpass(grad_z, tuple(maps.shape[-2:]), rule.blur)
+    assert (smooth - grad_z).abs().max() > 1e-3 * grad_z.abs().max()  # the low-pass changed the gradient
+    for total in (rule.budget, 4 * rule.budget):
+        new_x, result = session.refiner.refine(x, s, 3, total, forward_maps)
+        expected = -step_size(session.refiner.params.step_size, 3, total) * budget_factor(rule, total) * s * smooth
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(new_x - x, expected, rtol=1e-3, atol=2e-6 * float(x.abs().max()))
+        assert result.updates == 1 and result.parts["seg"] == pytest.approx(3 * loss.item(), rel=1e-5)
+    session.close()

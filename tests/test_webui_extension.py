@@ -638,9 +638,12 @@ def test_xyz_method_axis_compares_methods_on_one_seed(host):
     # the UI's iterative value (off) was A-STAR's default: the A&E cell takes A&E's (on)
     assert infos["Attend-and-Excite"]["A-STAR iterative"] == "steps auto; target 0.95 0.5 0.2; max 20"
     assert infos["Attend-and-Excite"]["A-STAR result"].startswith("first pass: 2/4 steps, L_A&E")
-    # so does the step size: the UI's 10 was A-STAR's default, the A&E cell takes A&E's 20
-    assert infos["A-STAR"]["A-STAR step size"] == "10" and infos["Attend-and-Excite"]["A-STAR step size"] == "20"
+    # so does the step size: the UI's 30 was A-STAR's default, the A&E cell takes A&E's 20
+    assert infos["A-STAR"]["A-STAR step size"] == "30" and infos["Attend-and-Excite"]["A-STAR step size"] == "20"
     assert infos["Both"]["A-STAR method"] == "Both" and "L_A&E" in infos["Both"]["A-STAR result"]
+    # the step rule "auto" is each method's: written for A-STAR and Both, absent (v1) for A&E
+    assert infos["A-STAR"]["A-STAR step rule"] == infos["Both"]["A-STAR step rule"] == "balanced"
+    assert "A-STAR step rule" not in infos["Attend-and-Excite"]
     assert len({latents(r).sum().item() for r in results.values()}) == 3
 
 

@@ -1,0 +1,284 @@
+"""The benchmark matrix: concept count x sampler x step count on one prompt-set family, every variant paired
+with plain on the same prompts and seeds, judged per cell at the seed level.
+
+    python -m quality.matrix --family report --counts 2,3,4,3n --samplers euler,euler_a,dpmpp_2m_k,ddim \\
+        --steps 10,25,50 --seeds 32 --per-seed 3 --variants plain,astar,astar_v1,aae,both --jobs 2 \\
+        --out quality/results/matrix_report
+
+Prompt files: quality/prompts/<family><count>.txt (count "3n": three objects whose concepts are the shape nouns
+only; count 2 reads <family>.txt). Seeds: each family has its own range (FAMILY_SEEDS), so tuning and report
+runs share no seed. With --per-seed k every seed gets k prompts, rotating through the file, so all prompts are
+used and the unit of the test, the seed, is as many as possible for the time; --per-seed 0 gives every seed
+every prompt (a crossed design, which also reports how much of the variance is seed, prompt and method).
+
+Per cell and variant: all colours, all objects (colour and shape right), colour binding, fixed/broken image
+pairs, the seed-level test (per-seed mean difference over its prompts; seeds up/down, exact Wilcoxon p), stray
+pixels and s/image. Results are cached per job in --out, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from segret_lib.step_rule import RULES, StepRule
+
+from .evaluate import SAMPLERS, Record, read_prompts
+from .stats import keyed, seed_test, sign_test_p, variance_shares
+
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000}
+VARIANTS: dict[str, dict | None] = {
+    "plain": None,
+    "astar": {},  # the current defaults
+    "astar_v1": {"step_rule": "v1", "step_size": 10.0},  # the defaults before the balanced rule
+    "aae": {"method": "aae"},
+    "both": {"method": "both"},
+}
+CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
+            "stray <= plain x 1.1")
+
+
+def prompt_file(family: str, count: str) -> Path:
+    return PROMPTS / (f"{family}.txt" if count == "2" else f"{family}{count}.txt")
+
+
+def jobs_for(specs: Sequence, seeds: Sequence[int], per_seed: int) -> list[tuple[int, int]]:
+    """(prompt index, seed) pairs: every prompt per seed (per_seed 0), or per_seed prompts per seed, rotating."""
+    if per_seed <= 0 or per_seed >= len(specs):
+        return [(i, s) for s in seeds for i in range(len(specs))]
+    return [((k * per_seed + j) % len(specs), s) for k, s in enumerate(seeds) for j in range(per_seed)]
+
+
+def _run_job(job: dict) -> dict:
+    """One (cell, variant) in a worker: sample, judge, return the records (as dicts) and s/image."""
+    import torch
+
+    from .evaluate import Engine, PromptSpec, run_pairs
+    from .model import load
+
+    torch.set_num_threads(1)
+    for name, fields in job["rules"].items():
+        RULES[name] = StepRule(**fields)
+    engine = _ENGINE.get("engine") or Engine(load())
+    _ENGINE["engine"] = engine
+    specs = [PromptSpec(p, tuple(c), tuple(tuple(o) for o in objs)) for p, c, objs in job["specs"]]
+    records, spi = run_pairs(engine, specs, job["pairs"], job["sampler"], job["steps"], job["cfg"],
+                             job["changes"], job["batch"])
+    return {"records": [asdict(r) for r in records], "s_per_image": spi}
+
+
+_ENGINE: dict = {}
+
+
+def cell_summary(recs: Sequence[Record], plain: Sequence[Record], spi: float, plain_spi: float) -> dict:
+    """One variant against plain in one cell: rates, pair counts, seed-level tests and the pass criteria."""
+    n = len(recs)
+    base = {(r.prompt, r.seed): r for r in plain}
+    out: dict = {"n": n, "seeds": len({r.seed for r in recs}), "s_per_image": spi, "plain_s_per_image": plain_spi}
+    for name, get in (("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present)):
+        v, p = keyed(recs, get), keyed(plain, get)
+        fixed = int(sum(bool(v[k]) and not p[k] for k in v))
+        broken = int(sum(bool(p[k]) and not v[k] for k in v))
+        out[name] = {"plain": float(np.mean(list(p.values()))), "value": float(np.mean(list(v.values()))),
+                     "fixed": fixed, "broken": broken, "pair_sign_p": sign_test_p(fixed, broken),
+                     "seed": seed_test(v, p)}
+    bind = [r.binding_ok for r in recs if r.binding_ok is not None]
+    bind_plain = [r.binding_ok for r in plain if r.binding_ok is not None]
+    out["binding"] = {"plain": float(np.mean(bind_plain)) if bind_plain else None,
+                      "value": float(np.mean(bind)) if bind else None, "n": len(bind), "plain_n": len(bind_plain)}
+    stray, stray_plain = float(np.mean([r.stray for r in recs])), float(np.mean([base[k].stray for k in base]))
+    out["stray"] = {"plain": stray_plain, "value": stray, "seed": seed_test(keyed(recs, lambda r: r.stray),
+                                                                            keyed(plain, lambda r: r.stray))}
+    c, o = out["colours"], out["objects"]
+    out["passes"] = {
+        CRITERIA[0]: c["fixed"] >= c["broken"],
+        CRITERIA[1]: (o["broken"] - o["fixed"] <= 0.02 * n) or o["seed"]["wilcoxon_p"] > 0.2,
+        CRITERIA[2]: stray <= stray_plain * 1.1 + 1e-9,
+    }
+    return out
+
+
+def pooled(cells: dict[str, dict[str, dict]], variant: str) -> dict:
+    """A variant's totals over every cell of the matrix (pair counts summed; rates averaged over images)."""
+    rows = [c[variant] for c in cells.values() if variant in c]
+    n = sum(r["n"] for r in rows)
+    out = {"cells": len(rows), "n": n, "cells_passing": sum(all(r["passes"].values()) for r in rows)}
+    for name in ("colours", "objects"):
+        f, b = sum(r[name]["fixed"] for r in rows), sum(r[name]["broken"] for r in rows)
+        out[name] = {"plain": sum(r[name]["plain"] * r["n"] for r in rows) / max(n, 1),
+                     "value": sum(r[name]["value"] * r["n"] for r in rows) / max(n, 1), "fixed": f, "broken": b}
+    out["stray"] = {k: sum(r["stray"][k] * r["n"] for r in rows) / max(n, 1) for k in ("plain", "value")}
+    out["s_per_image"] = sum(r["s_per_image"] * r["n"] for r in rows) / max(n, 1)
+    out["plain_s_per_image"] = sum(r["plain_s_per_image"] * r["n"] for r in rows) / max(n, 1)
+    return out
+
+
+def _fmt_metric(m: dict) -> str:
+    s = m["seed"]
+    return (f"{m['plain']:.3f}->{m['value']:.3f} ({m['fixed']}/{m['broken']}; seeds {s['seeds_up']}/"
+            f"{s['seeds_down']}, p={s['wilcoxon_p']:.2g})")
+
+
+def format_tables(cells: dict[str, dict[str, dict]], variants: Sequence[str]) -> str:
+    """One markdown table per variant: a row per cell, then the pooled row."""
+    out = []
+    for v in variants:
+        if v == "plain":
+            continue
+        out.append(f"\n#### {v}\n")
+        out.append("| cell | n (seeds x prompts) | all colours plain->{0} (fixed/broken; seeds up/down, p) "
+                   "| all objects plain->{0} (fixed/broken; seeds up/down, p) | colour binding | stray px "
+                   "| s/image plain, {0} | passes |".format(v))
+        out.append("|---|---|---|---|---|---|---|---|")
+        for cell, by_variant in cells.items():
+            r = by_variant.get(v)
+            if r is None:
+                continue
+            b = r["binding"]
+            bind = (f"{b['plain']:.3f}->{b['value']:.3f}" if b["plain"] is not None and b["value"] is not None
+                    else "-")
+            fails = [k for k, ok in r["passes"].items() if not ok]
+            out.append(f"| {cell} | {r['n']} ({r['seeds']} x {r['n'] // max(r['seeds'], 1)}) "
+                       f"| {_fmt_metric(r['colours'])} | {_fmt_metric(r['objects'])} | {bind} "
+                       f"| {r['stray']['plain']:.3f}->{r['stray']['value']:.3f} "
+                       f"| {r['plain_s_per_image']:.3f}, {r['s_per_image']:.3f} "
+                       f"| {'yes' if not fails else 'no: ' + '; '.join(fails)} |")
+        p = pooled(cells, v)
+        c, o = p["colours"], p["objects"]
+        out.append(f"| **pooled** | {p['n']} | {c['plain']:.3f}->{c['value']:.3f} ({c['fixed']}/{c['broken']}) "
+                   f"| {o['plain']:.3f}->{o['value']:.3f} ({o['fixed']}/{o['broken']}) | | "
+                   f"{p['stray']['plain']:.3f}->{p['stray']['value']:.3f} "
+                   f"| {p['plain_s_per_image']:.3f}, {p['s_per_image']:.3f} "
+                   f"| {p['cells_passing']}/{p['cells']} cells |")
+    return "\n".join(out)
+
+
+def parse_variant(text: str) -> tuple[str, dict | None]:
+    """'name' (a known variant) or 'name:key=value;key=value' (settings on top of the defaults)."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not rest:
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}; known: {list(VARIANTS)} or NAME:key=value;...")
+        return name, VARIANTS[name]
+    return name, dict(kv.split("=", 1) for kv in rest.split(";") if kv.strip())
+
+
+def parse_rule(text: str) -> tuple[str, dict]:
+    """'name:normalise=1,budget=10,blur=0.5' -> a StepRule's fields (registered in the workers)."""
+    name, _, rest = text.partition(":")
+    fields: dict = {"name": name.strip()}
+    for kv in rest.split(","):
+        if kv.strip():
+            k, v = kv.split("=", 1)
+            fields[k.strip()] = {"normalise": lambda x: x.strip() in ("1", "true"), "budget": int,
+                                 "blur": float}[k.strip()](v)
+    return fields["name"], fields
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", default="report", help=f"prompt-set family: {list(FAMILY_SEEDS)}")
+    ap.add_argument("--counts", default="3,4,3n")
+    ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    ap.add_argument("--steps", default="10,25,50")
+    ap.add_argument("--seeds", type=int, default=32)
+    ap.add_argument("--seed-offset", type=int, default=None, help="first seed (default: the family's)")
+    ap.add_argument("--per-seed", type=int, default=3, help="prompts per seed, rotating (0 = all)")
+    ap.add_argument("--variants", default="plain,astar,astar_v1,aae,both",
+                    help="comma-separated names, or NAME:key=value;key=value for a setting variant")
+    ap.add_argument("--rule", action="append", default=[], metavar="NAME:normalise=1,budget=10,blur=0.5",
+                    help="register a step rule for the run (tuning)")
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
+    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    rules = dict(parse_rule(r) for r in args.rule)
+    variants = dict(parse_variant(v) for v in args.variants.split(",") if v.strip())
+    variants = {"plain": None, **variants}
+    offset = FAMILY_SEEDS.get(args.family, 0) if args.seed_offset is None else args.seed_offset
+    seeds = list(range(offset, offset + args.seeds))
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo, cell_keys = [], []
+    for count in [c.strip() for c in args.counts.split(",") if c.strip()]:
+        specs = read_prompts(prompt_file(args.family, count))
+        pairs = jobs_for(specs, seeds, args.per_seed)
+        plain_specs = [[s.prompt, list(s.concepts), [list(o) for o in s.objects]] for s in specs]
+        for sampler in args.samplers.split(","):
+            for steps in [int(s) for s in args.steps.split(",")]:
+                cell = f"{count} objects, {sampler} {steps}"
+                cell_keys.append(cell)
+                for name, changes in variants.items():
+                    job = {"specs": plain_specs, "pairs": [[i, s] for i, s in pairs], "sampler": sampler,
+                           "steps": steps, "cfg": args.cfg, "changes": changes, "batch": args.batch,
+                           "rules": {k: v for k, v in rules.items() if changes and changes.get("step_rule") == k}}
+                    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
+                    todo.append((cell, name, args.out / f"job_{digest}.json", job))
+    pending = [t for t in todo if not t[2].exists()]
+    # the slowest first (A&E, many steps), so the two workers finish together
+    pending.sort(key=lambda t: -(t[3]["steps"] * (3 if t[3]["changes"] and t[3]["changes"].get("method") == "aae"
+                                                  else 1)))
+    start = time.perf_counter()
+    print(f"{len(todo)} jobs, {len(pending)} to run, {args.jobs} workers", flush=True)
+    if pending:
+        with mp.get_context("fork").Pool(args.jobs) as pool:
+            results = pool.imap_unordered(_run_and_save, [(str(t[2]), t[3]) for t in pending])
+            for k, path in enumerate(results, 1):
+                print(f"  [{k}/{len(pending)}] {path} after {time.perf_counter() - start:.0f}s", flush=True)
+    cells: dict[str, dict[str, dict]] = {}
+    raw: dict[str, dict[str, tuple[list[Record], float]]] = {}
+    for cell, name, path, _ in todo:
+        data = json.loads(path.read_text())
+        raw.setdefault(cell, {})[name] = ([Record(**r) for r in data["records"]], data["s_per_image"])
+    for cell in cell_keys:
+        plain, plain_spi = raw[cell]["plain"]
+        cells[cell] = {name: cell_summary(recs, plain, spi, plain_spi)
+                       for name, (recs, spi) in raw[cell].items() if name != "plain"}
+    report = {"config": {k: str(v) for k, v in vars(args).items()}, "seeds": seeds, "criteria": CRITERIA,
+              "cells": cells, "pooled": {v: pooled(cells, v) for v in variants if v != "plain"}}
+    if args.per_seed <= 0:
+        report["variance"] = _variance(raw, list(variants))
+    text = format_tables(cells, list(variants))
+    print(text)
+    if "variance" in report:
+        print("\nvariance shares (method, prompt, seed, residual):", json.dumps(report["variance"], indent=1))
+    (args.out / "matrix.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "matrix.md").write_text(text + "\n")
+    return report
+
+
+def _variance(raw: dict, variants: Sequence[str]) -> dict:
+    """Per cell and metric, the shares of variance of plain vs each variant that are method, prompt and seed."""
+    out: dict = {}
+    for cell, by in raw.items():
+        plain = by["plain"][0]
+        for v in variants:
+            if v == "plain" or v not in by:
+                continue
+            for metric, get in (("all colours", lambda r: r.colours_present), ("all objects", lambda r: r.all_present),
+                                ("stray", lambda r: r.stray)):
+                values = {("plain", r.prompt, r.seed): float(get(r)) for r in plain}
+                values.update({(v, r.prompt, r.seed): float(get(r)) for r in by[v][0]})
+                out[f"{cell} | {v} | {metric}"] = variance_shares(values)
+    return out
+
+
+def _run_and_save(item: tuple[str, dict]) -> str:
+    path, job = item
+    data = _run_job(job)
+    Path(path).write_text(json.dumps(data) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    main()

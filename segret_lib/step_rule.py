@@ -1,0 +1,78 @@
+"""Step rules: how the step size becomes a latent update, so that one setting means the same push whatever the
+number of concepts, the number of steps and the capture resolution.
+
+- "v1" (up to version 1 of the extension, the paper's Eq. 4 as written): L = w_seg * L_seg + w_ret * L_ret with
+  L_seg summed over the C(C-1)/2 concept pairs and L_ret over the C concepts, alpha_t = step size x
+  sqrt(linspace(1, 0.5, T)) at every refined step, the raw gradient. The push grows with the number of pairs
+  and the total displacement with the number of steps.
+- "balanced": L_seg is the mean over pairs and L_ret the mean over concepts; alpha_t is scaled by
+  min(1, budget / T), so the sum of the step sizes over a pass stays that of `budget` steps; the gradient is
+  low-passed (Gaussian of `blur` capture cells) before the update, since the maps only hold structure at the
+  capture resolution and the finer part of the gradient is what shows as grain.
+
+Infotexts name the rule ("A-STAR step rule"); an infotext without it was written by v1 and pastes as v1.
+"auto" (the UI's default and that of a setting left out) is the method's rule: balanced for A-STAR and Both,
+v1 for Attend-and-Excite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class StepRule:
+    name: str
+    normalise: bool = False  # losses as means over pairs / concepts, not sums
+    budget: int = 0  # 0: every refined step gets alpha_t; n: alpha_t * min(1, n / T)
+    blur: float = 0.0  # Gaussian sigma of the gradient low-pass, in capture cells (0 = off)
+    label: str = ""
+
+
+RULES: dict[str, StepRule] = {
+    "v1": StepRule("v1", label="v1 (sums, every step)"),
+    "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0,
+                         label="balanced (per pair, per-pass budget, low-pass)"),
+}
+DEFAULT_RULE = "balanced"
+AUTO = "auto"  # the method's rule (params.METHOD_DEFAULTS): the UI's default, so a padded API list gets it
+CHOICES: tuple[str, ...] = (AUTO, *RULES)
+
+
+def get_rule(name: str) -> StepRule:
+    key = str(name).strip().lower()
+    if key not in RULES:
+        raise ValueError(f"step_rule must be one of {tuple(RULES)}, got {name!r}")
+    return RULES[key]
+
+
+def budget_factor(rule: StepRule, total_steps: int) -> float:
+    """The factor on alpha_t of a pass of total_steps steps (1 when the rule has no budget)."""
+    if rule.budget <= 0 or total_steps <= 0:
+        return 1.0
+    return min(1.0, rule.budget / total_steps)
+
+
+def lowpass(grad: torch.Tensor, capture_hw: tuple[int, int], sigma_cells: float) -> torch.Tensor:
+    """Gaussian-blur each channel of grad [N, C, H, W] with sigma = sigma_cells x (latent size / capture size)
+    pixels (reflect padding); unchanged when sigma_cells is 0 or the capture is as fine as the latent."""
+    if sigma_cells <= 0 or grad.dim() != 4:
+        return grad
+    h, w = grad.shape[-2:]
+    ratio = max(h / max(capture_hw[0], 1), w / max(capture_hw[1], 1))
+    sigma = sigma_cells * ratio
+    if ratio <= 1 or sigma < 0.25:
+        return grad
+    radius = min(int(math.ceil(2.5 * sigma)), (min(h, w) - 1))
+    xs = torch.arange(-radius, radius + 1, device=grad.device, dtype=torch.float32)
+    k = torch.exp(-0.5 * (xs / sigma) ** 2)
+    k = (k / k.sum()).to(grad.dtype)
+    c = grad.shape[1]
+    g = F.pad(grad, (radius, radius, 0, 0), mode="reflect")
+    g = F.conv2d(g, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    g = F.pad(g, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(g, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
