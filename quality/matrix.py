@@ -135,9 +135,9 @@ def format_tables(cells: dict[str, dict[str, dict]], variants: Sequence[str]) ->
         if v == "plain":
             continue
         out.append(f"\n#### {v}\n")
-        out.append("| cell | n (seeds x prompts) | all colours plain->{0} (fixed/broken; seeds up/down, p) "
-                   "| all objects plain->{0} (fixed/broken; seeds up/down, p) | colour binding | stray px "
-                   "| s/image plain, {0} | passes |".format(v))
+        out.append(f"| cell | n (seeds x prompts) | all colours plain->{v} (fixed/broken; seeds up/down, p) "
+                   f"| all objects plain->{v} (fixed/broken; seeds up/down, p) | colour binding | stray px "
+                   f"| s/image plain, {v} | passes |")
         out.append("|---|---|---|---|---|---|---|---|")
         for cell, by_variant in cells.items():
             r = by_variant.get(v)

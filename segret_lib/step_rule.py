@@ -67,7 +67,7 @@ def lowpass(grad: torch.Tensor, capture_hw: tuple[int, int], sigma_cells: float)
     sigma = sigma_cells * ratio
     if ratio <= 1 or sigma < 0.25:
         return grad
-    radius = min(int(math.ceil(2.5 * sigma)), (min(h, w) - 1))
+    radius = min(math.ceil(2.5 * sigma), (min(h, w) - 1))
     xs = torch.arange(-radius, radius + 1, device=grad.device, dtype=torch.float32)
     k = torch.exp(-0.5 * (xs / sigma) ** 2)
     k = (k / k.sum()).to(grad.dtype)

@@ -96,7 +96,7 @@ def test_step_rule_setting_infotext_and_old_infotexts():
 
 def test_generated_prompt_sets_are_disjoint_and_reproducible(tmp_path, monkeypatch):
     sets = {name: read_prompts(prompt_sets.PROMPTS / f"{name}.txt") for name in prompt_sets.SETS}
-    for name, (n, nouns, count, held) in prompt_sets.SETS.items():
+    for name, (n, nouns, count, _held) in prompt_sets.SETS.items():
         specs = sets[name]
         assert len(specs) == count and all(len(s.objects) == n for s in specs)
         assert all(len(s.concepts) == n for s in specs)
