@@ -9,6 +9,8 @@ such file.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -206,13 +208,15 @@ class ScriptLifecycle:
         denoiser = sampler.model_wrap_cfg
         first_call = [True]
         in_use = [plan.key(0)]  # the prompt-editing entries the session's token positions belong to
+        loop_steps = [0]  # model steps of a timestep sampler's loop, read from the timesteps it is given
 
         def make_forward(original):
             def forward(x, sigma, *args, **kwargs):
                 if not forward.segret_inert and not host.stopped():
                     if first_call[0]:
                         first_call[0] = False
-                        session.set_total_steps(pass_steps(host, denoiser, session.current.total_steps))
+                        session.set_total_steps(loop_steps[0] or pass_steps(host, denoiser,
+                                                                            session.current.total_steps))
                     step = int(getattr(denoiser, "step", 0) or 0)
                     if plan.key(step) != in_use[0]:  # prompt editing switched the conditioning rows
                         in_use[0] = plan.key(step)
@@ -233,8 +237,37 @@ class ScriptLifecycle:
 
             return callback_state
 
+        def make_func(original):
+            @functools.wraps(original)  # the WebUI passes `timesteps` only if inspect.signature(func) has it
+            def func(*args, **kwargs):
+                if not func.segret_inert:
+                    loop_steps[0] = timestep_loop_steps(original, args, kwargs)
+                return original(*args, **kwargs)
+
+            return func
+
         gen.sampler_patches.patch(denoiser, "forward", make_forward)
         gen.sampler_patches.patch(sampler, "callback_state", make_callback)
+        if host.is_timestep_sampler(sampler) and callable(getattr(sampler, "func", None)):
+            gen.sampler_patches.patch(sampler, "func", make_func)
+
+
+# The WebUI's (and Forge's) DDIM, DDIM CFG++ and PLMS loop over len(timesteps) - 1 model steps: timesteps[0]
+# only gives the last step its alphas_prev. So at 8 steps they evaluate the model 7 times (the progress bar's
+# step count is one more than the steps they run), and at 6 steps, where 1000 // 6 leaves one more timestep,
+# 6 times. Every one of those steps is refined; this is the count the infotext reports.
+ONE_LESS_LOOPS = frozenset({"ddim", "ddim_cfgpp", "plms"})
+
+
+def timestep_loop_steps(func, args: tuple, kwargs: dict) -> int:
+    """The model steps a timestep sampler's function runs for the timesteps it is called with (0: unknown)."""
+    if getattr(func, "__name__", "") not in ONE_LESS_LOOPS:
+        return 0
+    timesteps = kwargs.get("timesteps", args[2] if len(args) > 2 else None)
+    try:
+        return max(len(timesteps) - 1, 0)
+    except TypeError:
+        return 0
 
 
 def pass_steps(host: Host, denoiser, fallback: int) -> int:

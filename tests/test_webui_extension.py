@@ -100,8 +100,8 @@ def test_enabled_changes_the_image_writes_infotext_and_unhooks(host):
 
 @pytest.mark.parametrize(
     ("sampler", "evals"),
-    [("Euler a", 5), ("Heun", 9), ("DPM++ 2M", 5), ("DPM++ SDE", 9), ("DPM2", 9), ("LMS", 5), ("DDIM", 5),
-     ("PLMS", 6), ("Restart", 9)],
+    [("Euler a", 5), ("Heun", 9), ("DPM++ 2M", 5), ("DPM++ SDE", 9), ("DPM2", 9), ("LMS", 5), ("DDIM", 4),
+     ("PLMS", 5), ("Restart", 9)],
 )
 def test_every_sampler_refines_once_per_step(host, sampler, evals, monkeypatch):
     plain = without_extension(host, steps=5, sampler_name=sampler)
@@ -109,9 +109,25 @@ def test_every_sampler_refines_once_per_step(host, sampler, evals, monkeypatch):
     p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=5, sampler_name=sampler)
     assert created[0].model_wrap_cfg.calls == evals  # the sampler's own evaluations (refinement is extra)
     info = infotext_utils.parse_generation_parameters(res.infotexts[0])
-    assert info["A-STAR result"].startswith("first pass: 5/5 steps"), info
+    runs = 4 if sampler in ("DDIM", "PLMS") else 5  # the WebUI's DDIM and PLMS run len(timesteps) - 1 steps
+    assert info["A-STAR result"].startswith(f"first pass: {runs}/{runs} steps"), info
     assert torch.isfinite(latents(res)).all()
     assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(host, p)
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "PLMS"])
+@pytest.mark.parametrize("steps", [4, 6, 8, 20])
+def test_timestep_samplers_refine_every_step_they_run(host, sampler, steps, monkeypatch):
+    """DDIM and PLMS loop over len(timesteps) - 1 model steps (7 at 8 steps, 6 at 6: 1000 // 6 leaves one more
+    timestep); every one is refined and the infotext counts those, not one more."""
+    runs = len(range(0, 1000, 1000 // steps)) - 1
+    created = spy_samplers(monkeypatch)
+    p, res = host.txt2img(script_args=host.args(**ON), steps=steps, sampler_name=sampler)
+    assert created[0].model_wrap_cfg.calls == runs + (sampler == "PLMS")  # PLMS's first step evaluates twice
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith(f"first pass: {runs}/{runs} steps"), info
+    assert not hasattr(created[0].func, "segret_inert")  # the wrapper is gone
     assert_clean(host, p)
 
 

@@ -62,6 +62,16 @@ def test_samplers_refine_every_step(forge, sampler):
     assert refined_all(info)[1] >= 6, info  # UniPC runs 7 at 6 steps
 
 
+@pytest.mark.parametrize("steps", [4, 6, 8, 20])
+def test_ddim_refines_every_step_it_runs(forge, steps):
+    """Forge's DDIM runs len(timesteps) - 1 model steps (3 at 4, 6 at 6, 7 at 8, 19 at 20); each is refined
+    and the count says so (it said 3/4 before)."""
+    info = params(forge.txt2img(**request(sampler_name="DDIM", steps=steps, alwayson_scripts=ON)))
+    record(forge, f"DDIM {steps} steps", info)
+    runs = len(range(0, 1000, 1000 // steps)) - 1
+    assert refined_all(info) == (runs, runs), info
+
+
 def test_batch_of_two_refines_both_images(forge, plain):
     res = forge.txt2img(**request(batch_size=2, alwayson_scripts=ON))
     first, second = params(res, 0), params(res, 1)

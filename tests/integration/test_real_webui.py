@@ -73,6 +73,19 @@ def test_samplers_refine_every_step(webui, sampler):
     assert done == total >= 6, info  # DDIM/UniPC run 7 timesteps at 6 steps; DPM adaptive its own count
 
 
+@pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "DDIM CFG++"])
+@pytest.mark.parametrize("steps", [4, 8, 20])
+def test_timestep_samplers_refine_every_step_they_run(webui, sampler, steps):
+    """The WebUI's DDIM, PLMS and DDIM CFG++ run len(timesteps) - 1 model steps (3 at 4, 7 at 8, 19 at 20;
+    6 at 6, the test above): each is refined and the count says so (it said 7/8 before)."""
+    res = webui.txt2img(**request(sampler_name=sampler, steps=steps, alwayson_scripts=ON))
+    info = params(res)
+    record(webui, f"{sampler} {steps} steps", info)
+    assert "A-STAR warnings" not in info, info
+    runs = len(range(0, 1000, 1000 // steps)) - 1
+    assert result_counts(info["A-STAR result"]) == [(runs, runs)], info
+
+
 def test_hires_fix_refines_both_passes(webui):
     args = {"A-STAR": {"args": [{"concepts": "cat, dog", "hires": True}]}}
     res = webui.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,

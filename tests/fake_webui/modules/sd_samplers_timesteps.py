@@ -1,5 +1,7 @@
 """Timestep samplers (DDIM): x is the DDPM latent z_t and the model returns eps; 'sigma' holds timesteps."""
 
+import inspect
+
 import torch
 
 from modules import sd_samplers_common, shared
@@ -43,7 +45,9 @@ def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=
     sched = _Schedule(model, x, timesteps)
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones(x.shape[0])
-    for i in range(len(timesteps) - 1, -1, -1):  # highest timestep first; the callback's i counts down
+    # as the WebUI's: len(timesteps) - 1 model calls, highest timestep first (timesteps[0] only gives the last
+    # step's alphas_prev); the callback's i counts down
+    for i in range(len(timesteps) - 1, 0, -1):
         e_t = model(x, timesteps[i].item() * s_in, **extra_args)
         x, pred_x0 = sched.update(x, e_t, i)
         if callback is not None:
@@ -58,7 +62,7 @@ def plms(model, x, timesteps, extra_args=None, callback=None, disable=None):
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones(x.shape[0])
     old_eps = []
-    for i in range(len(timesteps) - 1, -1, -1):
+    for i in range(len(timesteps) - 1, 0, -1):  # len(timesteps) - 1 steps, as the WebUI's
         e_t = model(x, timesteps[i].item() * s_in, **extra_args)
         if not old_eps:
             x_prev, _ = sched.update(x, e_t, i)
@@ -85,12 +89,15 @@ class CompVisSampler(sd_samplers_common.Sampler):
         self.model_wrap = self.model_wrap_cfg.inner_model
 
     def get_timesteps(self, p, steps):
-        return torch.clip(torch.arange(0, 1000, 1000 // steps)[:steps] + 1, 0, 999)
+        # as the WebUI's: range(0, 1000, 1000 // steps) holds one more timestep when steps does not divide 1000
+        return torch.clip(torch.arange(0, 1000, 1000 // steps) + 1, 0, 999)
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps = steps or p.steps
         timesteps = self.get_timesteps(p, steps)
         self.initialize(p, x, conditioning, unconditional_conditioning, image_conditioning)
+        # as the WebUI's: `timesteps` goes in only where the function's signature names it
+        extra = {"timesteps": timesteps} if "timesteps" in inspect.signature(self.func).parameters else {}
         return self.launch_sampling(steps, lambda: self.func(
-            self.model_wrap_cfg, x, timesteps, extra_args=self.sampler_extra_args, disable=True,
-            callback=self.callback_state))
+            self.model_wrap_cfg, x, extra_args=self.sampler_extra_args, disable=True,
+            callback=self.callback_state, **extra))
