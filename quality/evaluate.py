@@ -36,6 +36,7 @@ from .model import WEIGHTS, ShapesLDM, load
 VARIANTS: dict[str, dict | None] = {
     "plain": None,
     "astar": {},
+    "astar_v1": {"step_rule": "v1", "step_size": 10.0},  # the defaults before the balanced rule
     "seg_only": {"ret_weight": 0.0},
     "ret_only": {"seg_weight": 0.0},
     "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
@@ -408,8 +409,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
-        save_grid({k: grids[k] for k in names if k in ("plain", "astar")} if "astar" in names else grids,
-                  args.out.with_suffix(".png"))
+        shown = [k for k in ("plain", "astar_v1", "astar") if k in names]
+        save_grid({k: grids[k] for k in shown} if "astar" in names else grids, args.out.with_suffix(".png"))
     return report
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segret_lib.step_rule import RULES, StepRule
+from segret_lib.params import ASTAR_STEP_SIZE
+from segret_lib.step_rule import DEFAULT_RULE, RULES, StepRule
 
 from .evaluate import SAMPLERS, Record, read_prompts
 from .stats import keyed, seed_test, sign_test_p, variance_shares
@@ -45,6 +46,12 @@ VARIANTS: dict[str, dict | None] = {
 }
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
             "stray <= plain x 1.1")
+
+
+def uses_default_rule(changes: dict | None) -> bool:
+    """Whether a variant runs with the default step rule (A-STAR or Both without an explicit rule)."""
+    return (changes is not None and "step_rule" not in changes
+            and str(changes.get("method", "astar")).lower() not in ("aae", "attend-and-excite"))
 
 
 def prompt_file(family: str, count: str) -> Path:
@@ -122,6 +129,71 @@ def pooled(cells: dict[str, dict[str, dict]], variant: str) -> dict:
     return out
 
 
+def pooled_seed_tests(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: str) -> dict:
+    """The seed-level test over the whole matrix: each seed's mean difference over all its images in every cell
+    (the seeds are the same in every cell, so a seed is one unit however many cells it appears in)."""
+    out = {}
+    for name, get in (("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present),
+                      ("stray", lambda r: r.stray)):
+        v, p = {}, {}
+        for cell, by_variant in raw.items():
+            if variant not in by_variant:
+                continue
+            for (prompt, seed), value in keyed(by_variant[variant][0], get).items():
+                v[(cell, prompt, seed)] = value
+            for (prompt, seed), value in keyed(by_variant["plain"][0], get).items():
+                p[(cell, prompt, seed)] = value
+        # keyed's (prompt, seed) keys: fold the cell into the prompt so seed_test groups by seed alone
+        out[name] = seed_test({(f"{k[0]}|{k[1]}", k[2]): x for k, x in v.items()},
+                              {(f"{k[0]}|{k[1]}", k[2]): x for k, x in p.items()})
+    return out
+
+
+def compact_table(cells: dict[str, dict[str, dict]], variants: Sequence[str], pooled_rows: dict) -> str:
+    """One row per cell, one column group per variant: all colours and all objects fixed/broken, stray (plain
+    first), and whether the cell passes (✓) or which criteria fail (c, o, s)."""
+    shown = [v for v in variants if v != "plain"]
+    head = "| cell | plain colours / objects / stray | " + " | ".join(
+        f"{v}: colours f/b, objects f/b, stray" for v in shown) + " |"
+    out = [head, "|" + "---|" * (2 + len(shown))]
+    for cell, by_variant in cells.items():
+        first = next(iter(by_variant.values()))
+        row = [cell, f"{first['colours']['plain']:.2f} / {first['objects']['plain']:.2f} / "
+                     f"{first['stray']['plain']:.3f}"]
+        for v in shown:
+            r = by_variant.get(v)
+            if r is None:
+                row.append("")
+                continue
+            fails = "".join(tag for tag, ok in zip("cos", r["passes"].values(), strict=True) if not ok)
+            row.append(f"{r['colours']['fixed']}/{r['colours']['broken']}, {r['objects']['fixed']}/"
+                       f"{r['objects']['broken']}, {r['stray']['value']:.3f} {'✓' if not fails else '✗' + fails}")
+        out.append("| " + " | ".join(row) + " |")
+    row = ["**pooled**", ""]
+    for v in shown:
+        r = pooled_rows[v]
+        row.append(f"{r['colours']['fixed']}/{r['colours']['broken']}, {r['objects']['fixed']}/"
+                   f"{r['objects']['broken']}, {r['stray']['value']:.3f} ({r['cells_passing']}/{r['cells']} ✓)")
+    out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def pooled_seed_text(pooled_rows: dict) -> str:
+    """The whole matrix per variant, tested over seeds: mean difference per seed, seeds up/down, Wilcoxon p."""
+    out = ["| variant | n | all colours | all objects | stray | seeds up/down (colours; objects; stray), "
+           "Wilcoxon p | s/image plain, variant |", "|---|---|---|---|---|---|---|"]
+    for v, r in pooled_rows.items():
+        t = r["seed"]
+        tests = "; ".join(f"{t[k]['seeds_up']}/{t[k]['seeds_down']} p={t[k]['wilcoxon_p']:.2g}"
+                          for k in ("colours", "objects", "stray"))
+        out.append(f"| {v} | {r['n']} | {r['colours']['plain']:.3f}->{r['colours']['value']:.3f} "
+                   f"({r['colours']['fixed']}/{r['colours']['broken']}) | {r['objects']['plain']:.3f}->"
+                   f"{r['objects']['value']:.3f} ({r['objects']['fixed']}/{r['objects']['broken']}) | "
+                   f"{r['stray']['plain']:.3f}->{r['stray']['value']:.3f} | {tests} | "
+                   f"{r['plain_s_per_image']:.3f}, {r['s_per_image']:.3f} |")
+    return "\n".join(out)
+
+
 def _fmt_metric(m: dict) -> str:
     s = m["seed"]
     return (f"{m['plain']:.3f}->{m['value']:.3f} ({m['fixed']}/{m['broken']}; seeds {s['seeds_up']}/"
@@ -181,7 +253,7 @@ def parse_rule(text: str) -> tuple[str, dict]:
         if kv.strip():
             k, v = kv.split("=", 1)
             fields[k.strip()] = {"normalise": lambda x: x.strip() in ("1", "true"), "budget": int,
-                                 "blur": float}[k.strip()](v)
+                                 "blur": float, "power": float}[k.strip()](v)
     return fields["name"], fields
 
 
@@ -222,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     job = {"specs": plain_specs, "pairs": [[i, s] for i, s in pairs], "sampler": sampler,
                            "steps": steps, "cfg": args.cfg, "changes": changes, "batch": args.batch,
                            "rules": {k: v for k, v in rules.items() if changes and changes.get("step_rule") == k}}
+                    if uses_default_rule(changes):  # the cache follows a change of the default rule
+                        job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
                     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
                     todo.append((cell, name, args.out / f"job_{digest}.json", job))
     pending = [t for t in todo if not t[2].exists()]
@@ -244,8 +318,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         plain, plain_spi = raw[cell]["plain"]
         cells[cell] = {name: cell_summary(recs, plain, spi, plain_spi)
                        for name, (recs, spi) in raw[cell].items() if name != "plain"}
+    pooled_rows = {v: pooled(cells, v) for v in variants if v != "plain"}
+    for v, row in pooled_rows.items():
+        row["seed"] = pooled_seed_tests(raw, v)
     report = {"config": {k: str(v) for k, v in vars(args).items()}, "seeds": seeds, "criteria": CRITERIA,
-              "cells": cells, "pooled": {v: pooled(cells, v) for v in variants if v != "plain"}}
+              "cells": cells, "pooled": pooled_rows}
     if args.per_seed <= 0:
         report["variance"] = _variance(raw, list(variants))
     text = format_tables(cells, list(variants))
@@ -254,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print("\nvariance shares (method, prompt, seed, residual):", json.dumps(report["variance"], indent=1))
     (args.out / "matrix.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "matrix.md").write_text(text + "\n")
+    (args.out / "summary.md").write_text(compact_table(cells, list(variants), pooled_rows) + "\n\n"
+                                         + pooled_seed_text(pooled_rows) + "\n")
     return report
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the "Does it work?" numbers in README.md from the committed weights (CPU; about 30 min on 2 free
+# Reproduces the v1-era results in quality/README.md (with today's defaults unless --set step_rule=v1 is added;
+# the benchmark matrix is quality/run_matrix.sh) from the committed weights (CPU; about 30 min on 2 free
 # cores). Usage: bash quality/run_benchmark.sh [seeds per report prompt, default 9] [steps, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."

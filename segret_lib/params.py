@@ -41,10 +41,9 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # chosen method's column; the UI switches a control to the new method's default only while it still holds the
 # previous method's default (script_args.switch_method). last_step 0 and iterative_steps () are resolved per
 # pass against its step count (schedule.last_refined_step / iterative_schedule).
-# Step size: Attend-and-Excite keeps its published 20; A-STAR and Both take 10, calibrated on the neglect
-# benchmark (README "Does it work?": at 20 the update broke about as many images as it fixed and added grain;
-# at 10 it rescued more and broke fewer).
-# Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per concept, a per-pass step budget,
+# Step size: Attend-and-Excite keeps its published 20. Under v1, A-STAR and Both took 10, calibrated on the
+# neglect benchmark (docs/method.md "Step size under v1": at 20 the update broke about as many images as it
+# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per concept, a per-pass step budget,
 # a low-passed gradient), whose step size is calibrated on the benchmark matrix (quality/README.md); v1's step
 # size was 10. Attend-and-Excite keeps its published schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0

@@ -6,7 +6,9 @@ number of concepts, the number of steps and the capture resolution.
   sqrt(linspace(1, 0.5, T)) at every refined step, the raw gradient. The push grows with the number of pairs
   and the total displacement with the number of steps.
 - "balanced": L_seg is the mean over pairs and L_ret the mean over concepts; alpha_t is scaled by
-  min(1, budget / T), so the sum of the step sizes over a pass stays that of `budget` steps; the gradient is
+  sqrt(min(1, budget / T)) (power 0.5), so beyond `budget` steps the sum of the step sizes over a pass grows
+  as sqrt(T) instead of T (50 steps push 2.2x as far as 10, not 5x; a full budget, power 1, left 50 steps
+  without effect on the benchmark matrix: docs/method.md); the gradient is
   low-passed (Gaussian of `blur` capture cells) before the update, since the maps only hold structure at the
   capture resolution and the finer part of the gradient is what shows as grain.
 
@@ -30,12 +32,13 @@ class StepRule:
     normalise: bool = False  # losses as means over pairs / concepts, not sums
     budget: int = 0  # 0: every refined step gets alpha_t; n: alpha_t * min(1, n / T)
     blur: float = 0.0  # Gaussian sigma of the gradient low-pass, in capture cells (0 = off)
+    power: float = 1.0  # the budget's factor is min(1, budget / T) ** power
     label: str = ""
 
 
 RULES: dict[str, StepRule] = {
     "v1": StepRule("v1", label="v1 (sums, every step)"),
-    "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0,
+    "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0, power=0.5,
                          label="balanced (per pair, per-pass budget, low-pass)"),
 }
 DEFAULT_RULE = "balanced"
@@ -54,7 +57,7 @@ def budget_factor(rule: StepRule, total_steps: int) -> float:
     """The factor on alpha_t of a pass of total_steps steps (1 when the rule has no budget)."""
     if rule.budget <= 0 or total_steps <= 0:
         return 1.0
-    return min(1.0, rule.budget / total_steps)
+    return min(1.0, rule.budget / total_steps) ** rule.power
 
 
 def lowpass(grad: torch.Tensor, capture_hw: tuple[int, int], sigma_cells: float) -> torch.Tensor:

@@ -69,7 +69,8 @@ def test_normalised_losses_are_means_and_terms_stay_sums():
 def test_budget_and_lowpass():
     rule = get_rule("balanced")
     assert budget_factor(rule, 5) == 1.0 and budget_factor(rule, rule.budget) == 1.0
-    assert budget_factor(rule, 4 * rule.budget) == pytest.approx(0.25)
+    assert budget_factor(rule, 4 * rule.budget) == pytest.approx(0.5)  # sqrt(budget / T)
+    assert budget_factor(StepRule("full", budget=10), 40) == pytest.approx(0.25)  # power 1: a fixed total push
     assert budget_factor(get_rule("v1"), 50) == 1.0
     flat = torch.full((1, 3, 32, 32), 2.0)
     torch.testing.assert_close(lowpass(flat, (8, 8), 0.5), flat)
@@ -143,6 +144,12 @@ def test_matrix_command_runs_a_tiny_matrix(tmp_path, capsys):
     assert report["variance"]  # crossed design: the variance shares are reported
     saved = json.loads((tmp_path / "matrix.json").read_text())
     assert saved["pooled"]["astar"]["n"] == 2 * n
+    # the whole matrix tested over seeds: each of the 3 seeds is one unit across both cells
+    pooled_seed = saved["pooled"]["astar"]["seed"]
+    assert set(pooled_seed) == {"colours", "objects", "stray"}
+    assert all(t["seeds"] == 3 and t["seeds_up"] + t["seeds_down"] <= 3 for t in pooled_seed.values())
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("| 3 objects, ") == 2 and "**pooled**" in summary and "| mine |" in summary
     # cached: a second run samples nothing
     matrix.main(["--family", "tune", "--counts", "3", "--samplers", "euler_a,ddim", "--steps", "2", "--seeds", "3",
                  "--per-seed", "0", "--jobs", "1", "--variants", "astar", "--out", str(tmp_path)])

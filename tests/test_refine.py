@@ -271,7 +271,7 @@ def test_aae_update_is_alpha_times_scale_times_grad_z(rig):
 
 
 def test_balanced_update_is_budgeted_lowpassed_gradient_of_the_mean_losses(rig):
-    """Step rule "balanced": the update is -alpha_t * min(1, budget / T) * s * lowpass(grad_z L) with L_seg a mean
+    """Step rule "balanced": the update is -alpha_t * sqrt(min(1, budget / T)) * s * lowpass(grad_z L), L_seg a mean
     over the concept pairs; at T <= budget it is the full alpha_t."""
     from segret_lib.step_rule import budget_factor, get_rule, lowpass
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The benchmark matrix of quality/README.md ("The matrix") from the committed weights, CPU only. Each job is
+# cached in its --out folder (job_*.json), so an interrupted run resumes and a rerun only rewrites the tables.
+# About 3 h on 2 cores for the report matrix (A&E and Both at 50 steps are most of it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+SAMPLERS=euler,euler_a,dpmpp_2m_k,ddim
+# the report matrix: 3 and 4 objects, 3 objects with noun-only concepts; 32 seeds x 2 prompts per cell
+$PY -m quality.matrix --family report --counts 3,4,3n --samplers $SAMPLERS --steps 10,25,50 --seeds 32 \
+    --per-seed 2 --variants plain,astar,astar_v1,aae,both --jobs 2 --out quality/results/matrix_report
+# held-out prompt sets (2, 3 and 4 objects; seeds 5000+), the samplers users run most, 25 steps
+$PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2m_k --steps 25 --seeds 32 \
+    --per-seed 2 --variants plain,astar,astar_v1 --jobs 2 --out quality/results/matrix_heldout
+# a crossed cell (every seed x every prompt) for the variance shares of seed, prompt and method
+$PY -m quality.matrix --family report --counts 4 --samplers euler --steps 10 --seeds 32 --per-seed 0 \
+    --variants plain,astar,astar_v1 --jobs 2 --out quality/results/matrix_crossed
+# the tuning runs behind docs/method.md "Why this rule" (--rule registers a step rule for the run)
+# $PY -m quality.matrix --family tune --counts 3,4 --samplers $SAMPLERS --steps 10,25 --seeds 32 --per-seed 2 \
+#     --rule "b15:normalise=1,budget=10,blur=1.5" --variants "astar,astar_v1,s45b15:step_size=45;step_rule=b15" \
+#     --jobs 2 --out /tmp/tune
