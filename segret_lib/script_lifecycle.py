@@ -10,7 +10,6 @@ such file.
 from __future__ import annotations
 
 import functools
-
 import logging
 from collections.abc import Callable
 from typing import Any

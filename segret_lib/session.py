@@ -17,6 +17,7 @@ from torch import nn
 from .attention_maps import capture_hw, concept_maps, device_ints
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
+from .foreign_hooks import grad_safe_hooks
 from .layout import image_target
 from .overlays import MapAccumulator
 from .params import SegretParams
@@ -248,8 +249,11 @@ class SegretSession:
         updates = []
         # Forge-style front ends sample under inference mode: work on normal tensors, write back afterwards.
         # Only d(loss)/d(latent) is needed: the UNet's weights stop requiring grad meanwhile (LoRA swaps them
-        # in place on the first forward after a change).
-        with torch.inference_mode(False), parameters_frozen(self.model):
+        # in place on the first forward after a change). In the CFG batch layout, other extensions' forward hooks
+        # that write into views in place (autograd forbids it under grad; Incantations' SEG with one image per
+        # half) run without autograd recording them (foreign_hooks).
+        hooks = grad_safe_hooks(self.model) if self.layout == "cfg" else nullcontext()
+        with torch.inference_mode(False), parameters_frozen(self.model), hooks:
             sig = sigma.detach().clone().reshape(-1)
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]

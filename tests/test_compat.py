@@ -114,6 +114,81 @@ def test_cfg_layout_failing_too_switches_off_cleanly(host):
     assert_clean(host, p)
 
 
+def smooth_query_hook(heads: int):
+    """Like Incantations' Smoothed Energy Guidance on to_q (tests/integration/cfg_split_hook): the batch as two
+    halves (`chunk(2)`), the second half's query replaced by its spatial mean in place, on views."""
+
+    def hook(module, args, output):
+        first, second = output.chunk(2, dim=0)
+        n, seq, inner = second.shape
+        side = int(seq ** 0.5)
+        grid = second.view(n, seq, heads, inner // heads).permute(0, 2, 3, 1).reshape(n * heads, -1, side, side)
+        grid[:] = grid.mean(dim=(-2, -1), keepdim=True)
+        return torch.cat([first, grid.reshape(n, heads, -1, seq).permute(0, 3, 1, 2).reshape(n, seq, inner)])
+
+    return hook
+
+
+@pytest.fixture
+def seg_like_hook(host):
+    unet = host.model.model.diffusion_model
+    found = [m for n, m in unet.named_modules() if n.startswith("middle_block") and n.endswith("attn1")]
+    assert found
+    handles = [m.to_q.register_forward_hook(smooth_query_hook(m.heads)) for m in found]
+    hooks = [dict(m.to_q._forward_hooks) for m in found]
+    try:
+        yield
+    finally:
+        assert [dict(m.to_q._forward_hooks) for m in found] == hooks  # A-STAR put the hooks back exactly
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_seg_like_hook_refines_every_step_in_the_cfg_layout(host, seg_like_hook, batch_size):
+    """Batch size 1: the conditional-only call fails in chunk(2) (ValueError), the CFG layout's in-place write
+    into a view under grad (RuntimeError ... ReshapeAlias ...) is run without autograd recording it; batch
+    size 2: the conditional-only call meets the in-place error. Every step refined in the CFG layout."""
+    plain = without_extension(host, steps=3, batch_size=batch_size)
+    p, res = host.txt2img(script_args=host.args(**ON, step_size=60.0), steps=3, batch_size=batch_size)
+    error = "ValueError: not enough values" if batch_size == 1 else "RuntimeError: Output 0 of ReshapeAlias"
+    for i in range(batch_size):
+        info = info_of(res, i)
+        assert f"conditional-only refinement call failed ({error}" in info["A-STAR warnings"], info
+        assert "switched off" not in info["A-STAR warnings"], info
+        assert info["A-STAR result"].startswith("first pass: 3/3 steps (CFG batch layout"), info
+    assert (latents(res) - latents(plain)).abs().max() > 1e-4
+    assert_clean(host, p)
+
+
+def test_grad_safe_hooks_pass_the_gradient_and_restore_the_hooks():
+    from segret_lib.foreign_hooks import grad_safe_hooks
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Linear(16, 1)).requires_grad_(False)
+    smooth = model[0].register_forward_hook(smooth_query_hook(heads=1))  # rows: 2 x (4 x 4) "pixels", 16 channels
+    scaled = model[1].register_forward_hook(lambda m, a, out: out * 3)  # works under grad: called as it is
+    before = {k: dict(m._forward_hooks) for k, m in enumerate(model)}
+    x = torch.randn(2, 16, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="modified inplace"), torch.enable_grad():
+        model(x)
+    with grad_safe_hooks(model) as wrapped, torch.enable_grad():
+        assert wrapped == 2
+        out = model(x)
+        (grad,) = torch.autograd.grad(out[0].sum(), x)  # the first row, which the hook does not change
+    assert {k: dict(m._forward_hooks) for k, m in enumerate(model)} == before
+    with torch.no_grad():
+        assert torch.equal(out, model(x))  # the hook's forward value is kept
+    with pytest.raises(KeyError), grad_safe_hooks(model):
+        raise KeyError
+    assert {k: dict(m._forward_hooks) for k, m in enumerate(model)} == before
+    smooth.remove()
+    scaled.remove()
+    ref = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (expected,) = torch.autograd.grad(model(ref)[0].sum() * 3, ref)
+    assert torch.allclose(grad, expected) and grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------------------------- refiner
 def test_refiner_switch_stops_cleanly(host, caplog):
     refiner = TinySDModel("sd1", seed=5)

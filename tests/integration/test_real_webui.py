@@ -122,17 +122,32 @@ def test_lora_sequence_every_request_refined(webui):
             assert "Lora hashes" in info, info
 
 
-def test_cfg_split_hook_uses_the_cfg_layout(webui):
-    """An attention hook that splits the batch into uncond/cond halves (like Incantations' SEG)."""
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_cfg_split_hook_uses_the_cfg_layout(webui, batch_size):
+    """A SEG-like hook (Incantations' Smoothed Energy Guidance, see tests/integration/cfg_split_hook): it splits
+    the batch into two halves and writes a smoothed query into a view in place. Batch size 1: the
+    conditional-only call has one row (ValueError), the CFG layout one image per half (the in-place write that
+    autograd forbids, which A-STAR's call runs without recording); batch size 2: the conditional-only call
+    meets the in-place error. Both refine every step, in the CFG layout, and the layout is kept for the next
+    batch."""
     hook = {"CFG split hook": {"args": [True]}}
-    res = webui.txt2img(**request(alwayson_scripts={**ON, **hook}, n_iter=2))
-    first, second = params(res, 0), params(res, 1)
-    record(webui, "CFG split hook, image 1", first)
-    record(webui, "CFG split hook, image 2", second)
-    assert "conditional-only refinement call failed (ValueError" in first["A-STAR warnings"], first
-    for info in (first, second):
+    res = webui.txt2img(**request(alwayson_scripts={**ON, **hook}, n_iter=2, batch_size=batch_size))
+    infos = [params(res, i) for i in range(2 * batch_size)]
+    for i, info in enumerate(infos):
+        record(webui, f"SEG-like hook, batch size {batch_size}, image {i + 1}", info)
+    error = "ValueError: not enough values" if batch_size == 1 else "RuntimeError: Output 0 of ReshapeAlias"
+    for info in infos[:batch_size]:
+        assert f"conditional-only refinement call failed ({error}" in info["A-STAR warnings"], info
+        assert "switched off" not in info["A-STAR warnings"], info
+    for info in infos:
         assert info["A-STAR result"].startswith("first pass: 6/6 steps (CFG batch layout"), info
-    assert "A-STAR warnings" not in second, second
+    for info in infos[batch_size:]:
+        assert "A-STAR warnings" not in info, info
+    hooked = webui.txt2img(**request(alwayson_scripts=hook, n_iter=2, batch_size=batch_size))
+    assert len(res["pixels"]) == len(hooked["pixels"]) == 2 * batch_size
+    assert all(a != b for a, b in zip(res["pixels"], hooked["pixels"], strict=True))  # refined images
+    # nothing of the hook's run or of A-STAR is left: the next plain request is as before
+    assert result_counts(params(webui.txt2img(**request(alwayson_scripts=ON)))["A-STAR result"]) == [(6, 6)]
 
 
 def test_refiner_switch_stops_cleanly(webui):
