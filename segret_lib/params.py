@@ -43,8 +43,9 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # pass against its step count (schedule.last_refined_step / iterative_schedule).
 # Step size: Attend-and-Excite keeps its published 20. Under v1, A-STAR and Both took 10, calibrated on the
 # neglect benchmark (docs/method.md "Step size under v1": at 20 the update broke about as many images as it
-# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per concept, a per-pass step budget,
-# a low-passed gradient), whose step size is calibrated on the benchmark matrix (quality/README.md); v1's step
+# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per
+# concept, a step budget per pass, a low-passed gradient), whose step size is calibrated on the benchmark matrix
+# (quality/README.md); v1's step
 # size was 10. Attend-and-Excite keeps its published schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0
 V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule

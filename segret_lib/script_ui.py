@@ -42,11 +42,11 @@ TIPS = {
                   "attended to at the previous step. 0 turns it off.",
     "step_size": "Scale of the latent update (alpha = step size x sqrt(1 -> 0.5) over the steps). "
                  "Higher is stronger; too high gives artefacts.",
-    "step_rule": "How the step size becomes an update. auto: the method's rule (balanced for A-STAR and Both, v1 for "
-                 "Attend-and-Excite). balanced: the losses are means "
-                 "over concept pairs and concepts, beyond 10 steps each step's push shrinks (50 steps push about "
-                 "twice as far as 10, not five times) and the update is smoothed at the attention maps' scale (less grain). v1: the paper's sums "
-                 "at every step, as before; infotexts without a step rule were made with it.",
+    "step_rule": "How the step size becomes an update. auto: the method's rule (balanced for A-STAR and Both, "
+                 "v1 for Attend-and-Excite). balanced: the losses are means over concept pairs and concepts, "
+                 "beyond 10 steps each step's push shrinks (50 steps push about twice as far as 10, not five "
+                 "times) and the update is smoothed at the attention maps' scale (less grain). v1: the paper's "
+                 "sums at every step, as before; infotexts without a step rule were made with it.",
     "last_step": "Last sampling step that is refined. 0 = the method's default: every step for A-STAR and Both, "
                  "the first half for Attend-and-Excite. Refining only the first steps is faster but concepts can "
                  "fade again later.",
