@@ -101,29 +101,34 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
                           elem_id=f"segret_{tab}_method")
         # the method the controls' defaults were last set for (hidden; paste sets it with the method)
         previous_method = gr.Textbox(METHOD_LABELS[d.method], visible=False, elem_id=f"segret_{tab}_previous_method")
-        with gr.Row():
-            seg_weight = gr.Slider(0.0, 5.0, d.seg_weight, step=0.05, label="Segregation weight",
-                                   elem_id=f"segret_{tab}_seg_weight")
-            ret_weight = gr.Slider(0.0, 5.0, d.ret_weight, step=0.05, label="Retention weight",
-                                   elem_id=f"segret_{tab}_ret_weight")
+        # what most users touch first: concepts, method, step size, the maps, the layout; the rest in "Advanced"
         with gr.Row():
             step_size = gr.Slider(0.0, 100.0, d.step_size, step=0.5, label="Step size",
                                   elem_id=f"segret_{tab}_step_size")
-            last_step = gr.Slider(0, 150, d.last_step, step=1, label="Last refined step (0 = method default)",
-                                  elem_id=f"segret_{tab}_last_step")
-        with gr.Row():
-            threshold_mode = gr.Radio(["fraction", "otsu"], value=d.threshold_mode, label="Retention mask",
-                                      elem_id=f"segret_{tab}_threshold_mode")
-            threshold = gr.Slider(0.05, 0.95, d.threshold, step=0.05, label="Mask threshold",
-                                  elem_id=f"segret_{tab}_threshold")
-        with gr.Row():
-            iterative = gr.Checkbox(d.iterative, label="Iterative refinement", elem_id=f"segret_{tab}_iterative")
             show_maps = gr.Checkbox(d.show_maps, label="Show attention maps", elem_id=f"segret_{tab}_show_maps")
-            hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
-                                visible=not is_img2img)
-            low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
-        maps_view = gr.Radio(list(MAPS_VIEWS), value=d.maps_view, label="Maps view", elem_id=f"segret_{tab}_maps_view")
-        step_rule = gr.Radio(list(CHOICES), value=AUTO, label="Step rule", elem_id=f"segret_{tab}_step_rule")
+        with gr.Accordion("Advanced", open=False, elem_id=f"segret_{tab}_advanced"):
+            with gr.Row():
+                seg_weight = gr.Slider(0.0, 5.0, d.seg_weight, step=0.05, label="Segregation weight",
+                                       elem_id=f"segret_{tab}_seg_weight")
+                ret_weight = gr.Slider(0.0, 5.0, d.ret_weight, step=0.05, label="Retention weight",
+                                       elem_id=f"segret_{tab}_ret_weight")
+            with gr.Row():
+                threshold_mode = gr.Radio(["fraction", "otsu"], value=d.threshold_mode, label="Retention mask",
+                                          elem_id=f"segret_{tab}_threshold_mode")
+                threshold = gr.Slider(0.05, 0.95, d.threshold, step=0.05, label="Mask threshold",
+                                      elem_id=f"segret_{tab}_threshold")
+            with gr.Row():
+                step_rule = gr.Radio(list(CHOICES), value=AUTO, label="Step rule", elem_id=f"segret_{tab}_step_rule")
+                last_step = gr.Slider(0, 150, d.last_step, step=1, label="Last refined step (0 = method default)",
+                                      elem_id=f"segret_{tab}_last_step")
+            with gr.Row():
+                iterative = gr.Checkbox(d.iterative, label="Iterative refinement",
+                                        elem_id=f"segret_{tab}_iterative")
+                hires = gr.Checkbox(d.hires, label="Refine hires fix pass", elem_id=f"segret_{tab}_hires",
+                                    visible=not is_img2img)
+                low_vram = gr.Checkbox(d.low_vram, label="Low VRAM", elem_id=f"segret_{tab}_low_vram")
+            maps_view = gr.Radio(list(MAPS_VIEWS), value=d.maps_view, label="Maps view",
+                                 elem_id=f"segret_{tab}_maps_view")
         with gr.Accordion("Layout", open=False, elem_id=f"segret_{tab}_layout_panel"):
             # javascript/segret_layout.js draws the box editor here and keeps it in sync with the textbox
             gr.HTML('<div class="segret-layout-editor"></div>', elem_id=f"segret_{tab}_layout_editor",

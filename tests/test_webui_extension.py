@@ -597,6 +597,32 @@ def test_aae_api_dict_and_positional_list(host):
     assert "A-STAR method" not in res_old.infotexts[0] and "first pass: 4/4" in res_old.infotexts[0]
 
 
+def test_expert_controls_sit_in_a_closed_advanced_group(host):
+    """What a newcomer touches first is in the accordion itself; the expert controls in a closed "Advanced"
+    group inside it, each with its elem_id (tooltips and paste go by those)."""
+    import gradio as gr
+
+    controls = dict(zip(UI_FIELDS, host.script.controls, strict=True))
+
+    def groups(block):
+        out = []
+        while block is not None:
+            if isinstance(block, gr.Accordion):
+                out.append((block.label, block.open))
+            block = getattr(block, "parent", None)
+        return out
+
+    advanced = {"seg_weight", "ret_weight", "threshold_mode", "threshold", "step_rule", "last_step", "iterative",
+                "hires", "low_vram", "maps_view"}
+    for name, control in controls.items():
+        labels = [label for label, _ in groups(control)]
+        if name in advanced:
+            assert "Advanced" in labels and ("Advanced", False) in groups(control), name
+        else:
+            assert "Advanced" not in labels, name
+        assert name == "enabled" or control.elem_id == f"segret_txt2img_{name}", (name, control.elem_id)
+
+
 def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
     controls = dict(zip(UI_FIELDS, host.script.controls, strict=True))
     radio = controls["method"]
