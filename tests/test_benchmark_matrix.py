@@ -155,3 +155,12 @@ def test_matrix_command_runs_a_tiny_matrix(tmp_path, capsys):
                  "--per-seed", "0", "--jobs", "1", "--variants", "astar", "--out", str(tmp_path)])
     assert "0 to run" in capsys.readouterr().out
     assert StepRule("x").budget == 0
+
+
+def test_timing_prints_interleaved_ratios(capsys):
+    from quality import timing
+
+    result = timing.main(["--images", "2", "--steps", "2", "--rounds", "1", "--variants", "plain,astar,aae"])
+    assert set(result) == {"plain", "astar", "aae"} and all(t > 0 for t in result.values())
+    out = capsys.readouterr().out
+    assert "| astar |" in out and "x A&E" in out
