@@ -73,6 +73,24 @@ def test_samplers_refine_every_step(webui, sampler):
     assert done == total >= 6, info  # DDIM/UniPC run 7 timesteps at 6 steps; DPM adaptive its own count
 
 
+def test_infotext_names_the_step_rule_and_v1_requests_reproduce_v1(webui):
+    """The default rule is written into the infotext; a v1 request (what an infotext without the key pastes as)
+    writes none, as v1 did, and gives another image; A&E keeps v1 (no key)."""
+    def run(**args):
+        res = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog", **args}]}}))
+        return res, params(res)
+
+    balanced, info = run()
+    record(webui, "default step rule", info)
+    assert info["A-STAR step rule"] == "balanced" and info["A-STAR step size"] == "30", info
+    v1, info_v1 = run(step_rule="v1", step_size=10)
+    assert "A-STAR step rule" not in info_v1 and info_v1["A-STAR step size"] == "10", info_v1
+    assert result_counts(info_v1["A-STAR result"]) == [(6, 6)], info_v1
+    assert v1["pixels"][0] != balanced["pixels"][0]
+    _, info_aae = run(method="Attend-and-Excite")
+    assert "A-STAR step rule" not in info_aae and info_aae["A-STAR method"] == "Attend-and-Excite", info_aae
+
+
 @pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "DDIM CFG++"])
 @pytest.mark.parametrize("steps", [4, 8, 20])
 def test_timestep_samplers_refine_every_step_they_run(webui, sampler, steps):
