@@ -53,7 +53,7 @@ def test_gradient_guard_makes_an_inference_mode_unet_differentiable_and_undoes_i
         (g,) = torch.autograd.grad(out.square().mean(), z)
         return float(g.norm())
 
-    with pytest.raises(RuntimeError, match="[Ii]nference tensors"):  # they cannot be saved for backward
+    with pytest.raises(RuntimeError, match=r"[Ii]nference tensors"):  # they cannot be saved for backward
         grad_norm()
     guard = GradientGuard(unet)
     guard.install()
