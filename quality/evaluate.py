@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import torch
 
 from segret_lib.capture import cross_attention_modules
 from segret_lib.checkpointing import unet_blocks
-from segret_lib.params import SegretParams
+from segret_lib.params import V1_STEP_SIZE, SegretParams
 from segret_lib.session import PassInfo, SegretSession
 from segret_lib.tokens import map_concepts
 from tests.thirdparty import k_diffusion
@@ -32,11 +31,12 @@ from tests.thirdparty import k_diffusion
 from .dataset import COLOURS, SHAPES, SIZE
 from .detector import detect, judge, stray_share
 from .model import WEIGHTS, ShapesLDM, load
+from .stats import sign_test_p
 
 VARIANTS: dict[str, dict | None] = {
     "plain": None,
     "astar": {},
-    "astar_v1": {"step_rule": "v1", "step_size": 10.0},  # the defaults before the balanced rule
+    "astar_v1": {"step_rule": "v1", "step_size": V1_STEP_SIZE},  # the defaults before the balanced rule
     "seg_only": {"ret_weight": 0.0},
     "ret_only": {"seg_weight": 0.0},
     "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
@@ -282,17 +282,6 @@ def _seg_per_image(session: SegretSession, n: int) -> list[tuple[float | None, f
     first = results[0].parts["seg"] / max(results[0].images, 1)
     last = results[-1].parts["seg"] / max(results[-1].images, 1)
     return [(first, last)] * n
-
-
-def sign_test_p(fixed: int, broken: int) -> float:
-    """Two-sided exact sign test: the chance of a fixed/broken split at least this uneven if refinement fixed
-    and broke images equally often (ties, images that did not change, are left out)."""
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    k = min(fixed, broken)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_image: float) -> dict:

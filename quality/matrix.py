@@ -29,21 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from segret_lib.params import ASTAR_STEP_SIZE
+from segret_lib.params import ASTAR_STEP_SIZE, canonical_method
 from segret_lib.step_rule import DEFAULT_RULE, RULES, StepRule
 
 from .evaluate import SAMPLERS, Record, read_prompts
+from .evaluate import VARIANTS as EVALUATE_VARIANTS
 from .stats import keyed, seed_test, sign_test_p, variance_shares
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000}
-VARIANTS: dict[str, dict | None] = {
-    "plain": None,
-    "astar": {},  # the current defaults
-    "astar_v1": {"step_rule": "v1", "step_size": 10.0},  # the defaults before the balanced rule
-    "aae": {"method": "aae"},
-    "both": {"method": "both"},
-}
+VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k] for k in ("plain", "astar", "astar_v1", "aae", "both")}
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
             "stray <= plain x 1.1")
 
@@ -51,7 +46,7 @@ CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or see
 def uses_default_rule(changes: dict | None) -> bool:
     """Whether a variant runs with the default step rule (A-STAR or Both without an explicit rule)."""
     return (changes is not None and "step_rule" not in changes
-            and str(changes.get("method", "astar")).lower() not in ("aae", "attend-and-excite"))
+            and canonical_method(changes.get("method", "astar")) != "aae")
 
 
 def prompt_file(family: str, count: str) -> Path:

@@ -31,7 +31,8 @@ def seed_differences(variant: Mapping[Key, float], plain: Mapping[Key, float]) -
 
 
 def sign_test_p(positive: int, negative: int) -> float:
-    """Two-sided exact sign test (ties left out before the call)."""
+    """Two-sided exact sign test: the chance of a split at least this uneven if both signs were equally likely
+    (ties, e.g. images that did not change, are left out before the call)."""
     n = positive + negative
     if n == 0:
         return 1.0

@@ -17,14 +17,19 @@ def capture_hw(latent_h: int, latent_w: int) -> tuple[int, int]:
     return math.ceil(math.ceil(latent_h / 2) / 2), math.ceil(math.ceil(latent_w / 2) / 2)
 
 
+def gaussian_profile(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """exp(-x^2 / (2 sigma^2)) at the size samples x centred on the middle one (not normalised; sigma > 0)."""
+    ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    return torch.exp(-(ax**2) / (2 * sigma**2))
+
+
 def gaussian_kernel(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
     """Normalised 2-D Gaussian kernel [size, size]."""
     if sigma <= 0 or size == 1:
         k = torch.zeros(size, size, device=device, dtype=dtype)
         k[size // 2, size // 2] = 1.0
         return k
-    ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    g = gaussian_profile(size, sigma, device, dtype)
     k = torch.outer(g, g)
     return k / k.sum()
 

@@ -108,7 +108,6 @@ def loss_terms(
     return loss, terms
 
 
-
 def total_loss(
     maps: torch.Tensor,
     prev_masks: torch.Tensor | None,

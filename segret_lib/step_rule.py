@@ -25,21 +25,21 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .attention_maps import gaussian_profile
+
 
 @dataclass(frozen=True)
 class StepRule:
     name: str
     normalise: bool = False  # losses as means over pairs / concepts, not sums
-    budget: int = 0  # 0: every refined step gets alpha_t; n: alpha_t * min(1, n / T)
+    budget: int = 0  # 0: every refined step gets alpha_t; n: alpha_t * min(1, n / T) ** power
     blur: float = 0.0  # Gaussian sigma of the gradient low-pass, in capture cells (0 = off)
     power: float = 1.0  # the budget's factor is min(1, budget / T) ** power
-    label: str = ""
 
 
 RULES: dict[str, StepRule] = {
-    "v1": StepRule("v1", label="v1 (sums, every step)"),
-    "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0, power=0.5,
-                         label="balanced (per pair, per-pass budget, low-pass)"),
+    "v1": StepRule("v1"),
+    "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0, power=0.5),
 }
 DEFAULT_RULE = "balanced"
 AUTO = "auto"  # the method's rule (params.METHOD_DEFAULTS): the UI's default, so a padded API list gets it
@@ -71,9 +71,8 @@ def lowpass(grad: torch.Tensor, capture_hw: tuple[int, int], sigma_cells: float)
     if ratio <= 1 or sigma < 0.25:
         return grad
     radius = min(math.ceil(2.5 * sigma), (min(h, w) - 1))
-    xs = torch.arange(-radius, radius + 1, device=grad.device, dtype=torch.float32)
-    k = torch.exp(-0.5 * (xs / sigma) ** 2)
-    k = (k / k.sum()).to(grad.dtype)
+    k = gaussian_profile(2 * radius + 1, sigma, grad.device)
+    k = (k / k.sum()).to(grad.dtype)  # separable: one 1-D pass per axis
     c = grad.shape[1]
     g = F.pad(grad, (radius, radius, 0, 0), mode="reflect")
     g = F.conv2d(g, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
