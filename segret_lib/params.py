@@ -45,8 +45,7 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # neglect benchmark (docs/method.md "Step size under v1": at 20 the update broke about as many images as it
 # fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per
 # concept, a step budget per pass, a low-passed gradient), whose step size is calibrated on the benchmark matrix
-# (quality/README.md); v1's step
-# size was 10. Attend-and-Excite keeps its published schedule ("v1", 20).
+# (quality/README.md). Attend-and-Excite keeps its published schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0
 V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule
 AAE_STEP_SIZE = 20.0
@@ -147,8 +146,9 @@ class SegretParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", canonical_method(self.method))
-        if str(self.step_rule).strip().lower() == AUTO:
-            object.__setattr__(self, "step_rule", METHOD_DEFAULTS[self.method]["step_rule"])
+        if isinstance(self.step_rule, str):  # one spelling, so the infotext and the v1 test see the same name
+            rule = self.step_rule.strip().lower()
+            object.__setattr__(self, "step_rule", METHOD_DEFAULTS[self.method]["step_rule"] if rule == AUTO else rule)
         object.__setattr__(self, "layout", _parse_layout(self.layout))
         if not isinstance(self.iterative_target, tuple):
             object.__setattr__(self, "iterative_target", _parse_targets(self.iterative_target))
@@ -269,8 +269,9 @@ class SegretParams:
             values["enabled"] = True
         if key + "method" in info:
             values["method"] = info[key + "method"]
-        if key + "concepts" in info:  # an A-STAR infotext without a rule was written by v1
-            values["step_rule"] = info.get(key + "step rule", "v1")
+        rule = step_rule_in(info)
+        if rule is not None:
+            values["step_rule"] = rule
         for name, field_name in (("seg weight", "seg_weight"), ("ret weight", "ret_weight"),
                                  ("step size", "step_size"), ("last step", "last_step")):
             if key + name in info:
@@ -367,6 +368,15 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     except (TypeError, ValueError) as e:
         raise ParamError(f"{f.name}: cannot read {value!r} as {kind}") from e
     return value
+
+
+def step_rule_in(info: Mapping[str, Any]) -> str | None:
+    """The step rule an infotext was made with: the one it names, v1 for an A-STAR infotext without one
+    (written before the rule existed), None for other infotexts."""
+    key = f"{INFOTEXT_PREFIX} "
+    if key + "step rule" in info:
+        return str(info[key + "step rule"]).strip().lower()
+    return "v1" if key + "concepts" in info else None
 
 
 DEFAULTS = SegretParams()

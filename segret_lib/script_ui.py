@@ -22,6 +22,7 @@ from .params import (
     UI_FIELDS,
     SegretParams,
     canonical_method,
+    step_rule_in,
 )
 from .script_args import switch_method, threshold_from, threshold_mode_from
 from .step_rule import AUTO, CHOICES
@@ -167,7 +168,7 @@ def build_ui(is_img2img: bool, input_accordion: type) -> UiParts:
         (layout, lambda d: layout_from(d)),
         (layout_strength, key + "layout strength"),
         (layout_exclusive, lambda d: (key + "layout exclusive" in d) if key + "concepts" in d else None),
-        (step_rule, lambda d: step_rule_from(d)),
+        (step_rule, lambda d: step_rule_in(d)),
     ]
     paste_field_names = [key + n for n in ("concepts", "seg weight", "ret weight", "step size", "last step",
                                            "threshold", "method", "layout", "layout strength", "step rule")]
@@ -196,15 +197,6 @@ def on_method_input(method: str, previous: str, iterative: bool, step_size: floa
         return gr.update(), gr.update(), gr.update(), previous
     return (gr.update(value=values["iterative"]), gr.update(value=values["step_size"]),
             gr.update(value=values["step_rule"]), method)
-
-
-def step_rule_from(info) -> str | None:
-    """Infotext -> the Step rule radio: the written rule, v1 for an A-STAR infotext without one (made before
-    the rule existed), unchanged for other infotexts."""
-    key = f"{INFOTEXT_PREFIX} "
-    if key + "step rule" in info:
-        return str(info[key + "step rule"]).strip().lower()
-    return "v1" if key + "concepts" in info else None
 
 
 def method_label_from(info) -> str | None:

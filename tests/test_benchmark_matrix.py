@@ -93,6 +93,10 @@ def test_step_rule_setting_infotext_and_old_infotexts():
     assert SegretParams.create(enabled=True, concepts="a, b", step_size=12).step_size == 12.0  # explicit wins
     with pytest.raises(ParamError, match="step_rule"):
         SegretParams.create(enabled=True, concepts="a, b", step_rule="fast")
+    # one spelling: a rule typed in another case is the same rule, and v1 stays out of the infotext
+    assert SegretParams.create(enabled=True, concepts="a, b", step_rule=" Balanced ").step_rule == "balanced"
+    assert "A-STAR step rule" not in SegretParams.create(enabled=True, concepts="a, b", step_rule="V1").to_infotext()
+    assert SegretParams.from_infotext({**old, "A-STAR step rule": "Balanced"}).step_rule == "balanced"
 
 
 def test_generated_prompt_sets_are_disjoint_and_reproducible(tmp_path, monkeypatch):
