@@ -11,7 +11,7 @@
     "use strict";
 
     var TABS = ["txt2img", "img2img"];
-    // the same colours as segret_lib/overlays.py gives the concepts in the overlay pictures
+    // the same colours as segret_lib/render/overlays.py gives the concepts in the overlay pictures
     var PALETTE = ["#ff5a5a", "#4da3ff", "#4fd67a", "#ffb23f", "#c47dff", "#ff6fc8", "#3fdad8", "#e0e04a"];
     var DIGITS = 4; // the engine keeps boxes at 1e-4 of the image
     var MIN_SIZE = 0.02; // smallest box side while drawing or resizing, as a fraction of the image

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segret_lib.capture import cross_attention_modules
-from segret_lib.checkpointing import unet_blocks
-from segret_lib.params import V1_STEP_SIZE, SegretParams
-from segret_lib.session import PassInfo, SegretSession
-from segret_lib.tokens import map_concepts
+from segret_lib.engine.capture import cross_attention_modules
+from segret_lib.engine.checkpointing import unet_blocks
+from segret_lib.engine.session import PassInfo, SegretSession
+from segret_lib.engine.tokens import map_concepts
+from segret_lib.settings.params import V1_STEP_SIZE, SegretParams
 from tests.thirdparty import k_diffusion
 
 from .dataset import COLOURS, SHAPES, SIZE

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segret_lib.layout import image_target, in_box_fraction, parse_layout
-from segret_lib.params import SegretParams
+from segret_lib.engine.layout import image_target, in_box_fraction
+from segret_lib.settings.layout_boxes import parse_layout
+from segret_lib.settings.params import SegretParams
 
 from .dataset import SIZE
 from .detector import detect, stray_share

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segret_lib.attention_maps import capture_hw, concept_maps
-from segret_lib.capture import AttentionCapture, cross_attention_modules
-from segret_lib.losses import segregation_loss
-from segret_lib.tokens import ConceptTokens
+from segret_lib.engine.attention_maps import capture_hw, concept_maps
+from segret_lib.engine.capture import AttentionCapture, cross_attention_modules
+from segret_lib.engine.losses import segregation_loss
+from segret_lib.engine.tokens import ConceptTokens
 
 from .dataset import SIZE, render, sample_scene, shape_mask
 from .model import WEIGHTS, ShapesLDM, load

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segret_lib.params import ASTAR_STEP_SIZE, canonical_method
-from segret_lib.step_rule import DEFAULT_RULE, RULES, StepRule
+from segret_lib.engine.step_rule import RULES, StepRule, register
+from segret_lib.settings.params import ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
 
 from .evaluate import SAMPLERS, Record, read_prompts
 from .evaluate import VARIANTS as EVALUATE_VARIANTS
@@ -69,7 +69,7 @@ def _run_job(job: dict) -> dict:
 
     torch.set_num_threads(1)
     for name, fields in job["rules"].items():
-        RULES[name] = StepRule(**fields)
+        register(StepRule(**{**fields, "name": name}))
     engine = _ENGINE.get("engine") or Engine(load())
     _ENGINE["engine"] = engine
     specs = [PromptSpec(p, tuple(c), tuple(tuple(o) for o in objs)) for p, c, objs in job["specs"]]

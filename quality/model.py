@@ -14,7 +14,7 @@ from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 from torch.nn import functional as F
 
-from segret_lib.tokens import CHUNK_TOKENS
+from segret_lib.engine.tokens import CHUNK_TOKENS
 from tests.thirdparty import ClipWords
 
 from .dataset import COLOURS, SHAPES

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from segret_lib.layout import parse_layout
-from segret_lib.overlays import overlay_sheet
-from segret_lib.params import SegretParams
+from segret_lib.render.overlays import overlay_sheet
+from segret_lib.settings.layout_boxes import parse_layout
+from segret_lib.settings.params import SegretParams
 
 from .evaluate import Engine, PromptSpec
 from .model import load

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from segret_lib.overlays import overlay_sheet
-from segret_lib.params import ParamError, SegretParams
+from segret_lib.render.overlays import overlay_sheet
+from segret_lib.settings.params import ParamError, SegretParams
 
 from . import evaluate
 from .evaluate import Engine, PromptSpec

@@ -23,7 +23,7 @@ the runs is reported. All modes share one process, whose allocator keeps memory 
 CPU figure is a lower bound that hardly separates the modes; compare memory on a GPU.
 
 Host cost: before the timed rounds, one A-STAR sampling (and one Attend-and-Excite one) per concept count runs
-under segret_lib.profiling's counter, and the dispatched torch ops and the host-device synchronisations of each
+under segret_lib.testing.profiling's counter, and the dispatched torch ops and the host-device synchronisations of each
 refined step are printed (the UNet's forward and backward included).
 
 Modes: A-STAR (every step, one update each), A-STAR without the early exit, A-STAR in Low VRAM mode,
@@ -49,12 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from segret_lib.capture import cross_attention_modules  # noqa: E402
-from segret_lib.checkpointing import unet_blocks  # noqa: E402
-from segret_lib.params import SegretParams  # noqa: E402
-from segret_lib.profiling import per_refined_step  # noqa: E402
-from segret_lib.session import PassInfo, SegretSession  # noqa: E402
-from segret_lib.tokens import map_concepts  # noqa: E402
+from segret_lib.engine.capture import cross_attention_modules  # noqa: E402
+from segret_lib.engine.checkpointing import unet_blocks  # noqa: E402
+from segret_lib.engine.session import PassInfo, SegretSession  # noqa: E402
+from segret_lib.engine.tokens import map_concepts  # noqa: E402
+from segret_lib.settings.params import SegretParams  # noqa: E402
+from segret_lib.testing.profiling import per_refined_step  # noqa: E402
 from tests.cfg_host import CFGModel  # noqa: E402
 from tests.thirdparty import k_diffusion  # noqa: E402
 from tests.tiny_models import TinyLDM, TinyTextEncoder, sdp_attention_forward  # noqa: E402
@@ -280,7 +280,8 @@ def report(arch: str, args, size: int, name: str, results: dict, counts: dict) -
     if results:
         print_times(args, results, gpu)
     if counts:
-        print("host cost per refined step (counted with segret_lib.profiling; UNet forward + backward included):")
+        print("host cost per refined step (counted with segret_lib.testing.profiling; UNet forward + backward "
+              "included):")
         for c in counts.values():
             print(f"  {c['mode']:<16}{c['concepts']} concepts: syncs {c['syncs']}, ops {c['ops']}, "
                   f"sync sources {c['sync_sources']}")

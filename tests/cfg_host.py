@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from segret_lib.session import SegretSession
+from segret_lib.engine.session import SegretSession
 
 
 class CFGModel:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from segret_lib.capture import cross_attention_modules
-from segret_lib.checkpointing import unet_blocks
-from segret_lib.params import SegretParams
-from segret_lib.session import PassInfo, SegretSession
-from segret_lib.tokens import map_concepts
+from segret_lib.engine.capture import cross_attention_modules
+from segret_lib.engine.checkpointing import unet_blocks
+from segret_lib.engine.session import PassInfo, SegretSession
+from segret_lib.engine.tokens import map_concepts
+from segret_lib.settings.params import SegretParams
 from tests.cfg_host import CFGModel
 from tests.thirdparty import k_diffusion
 from tests.tiny_models import TinyLDM, TinyTextEncoder, tiny_unet

@@ -13,9 +13,9 @@ from scipy import stats as scipy_stats
 from quality import matrix, prompt_sets
 from quality.evaluate import read_prompts
 from quality.stats import seed_test, sign_test_p, variance_shares, wilcoxon_p
-from segret_lib.losses import loss_terms, retention_loss, segregation_loss
-from segret_lib.params import ParamError, SegretParams
-from segret_lib.step_rule import RULES, StepRule, budget_factor, get_rule, lowpass
+from segret_lib.engine.losses import loss_terms, retention_loss, segregation_loss
+from segret_lib.engine.step_rule import RULES, StepRule, budget_factor, get_rule, lowpass
+from segret_lib.settings.params import ParamError, SegretParams
 
 
 def test_wilcoxon_matches_scipy_exact_and_handles_ties_and_zeros():

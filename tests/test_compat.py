@@ -9,8 +9,8 @@ import torch
 from modules import infotext_utils, shared
 from modules.sd_models import TinySDModel
 
-from segret_lib import script_lifecycle
-from segret_lib.capture import cross_attention_modules
+from segret_lib.engine.capture import cross_attention_modules
+from segret_lib.hosts import lifecycle as script_lifecycle
 from tests.fake_webui import lora_networks
 from tests.test_webui_extension import ON, assert_clean, latents, without_extension
 from tests.webui_host import Host
@@ -53,7 +53,7 @@ def test_lora_changes_refined_on_every_request(host, lora):
 
 
 def test_parameters_frozen_restores_exactly_even_on_error():
-    from segret_lib.patching import parameters_frozen
+    from segret_lib.engine.patching import parameters_frozen
 
     m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     m[1].bias.requires_grad_(False)
@@ -162,7 +162,7 @@ def test_seg_like_hook_refines_every_step_in_the_cfg_layout(host, seg_like_hook,
 
 
 def test_grad_safe_hooks_pass_the_gradient_and_restore_the_hooks():
-    from segret_lib.foreign_hooks import grad_safe_hooks
+    from segret_lib.engine.foreign_hooks import grad_safe_hooks
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Linear(16, 1)).requires_grad_(False)
     smooth = model[0].register_forward_hook(smooth_query_hook(heads=1))  # rows: 2 x (4 x 4) "pixels", 16 channels

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from segret_lib.capture import AttentionCapture
-from segret_lib.forge_adapter import (
+from segret_lib.engine.capture import AttentionCapture
+from segret_lib.hosts.forge import (
     GradientGuard,
     _sigmas_of_timesteps,
     transformer_options_for,

@@ -1,13 +1,13 @@
-"""The refinement's host cost, counted (not timed) with segret_lib.profiling: synchronisations and dispatched ops
-per refined step; and the vectorised losses and maps against straightforward per-concept loops."""
+"""The refinement's host cost, counted (not timed) with segret_lib.testing.profiling: synchronisations and dispatched
+ops per refined step; and the vectorised losses and maps against straightforward per-concept loops."""
 
 import pytest
 import torch
 
-from segret_lib.attention_maps import concept_maps, smooth
-from segret_lib.losses import binarize, segregation_loss
-from segret_lib.profiling import count_ops, per_refined_step
-from segret_lib.tokens import ConceptTokens
+from segret_lib.engine.attention_maps import concept_maps, smooth
+from segret_lib.engine.losses import binarize, segregation_loss
+from segret_lib.engine.tokens import ConceptTokens
+from segret_lib.testing.profiling import count_ops, per_refined_step
 from tests.helpers import make_rig
 
 PROMPT = "a photo of a cat and a dog with a bird and a horse"

@@ -1,6 +1,8 @@
 """The host is chosen at run time: the A1111 adapter where Forge's packages are absent (the fake WebUI host)."""
 
-from segret_lib import hosts, script_lifecycle, webui_adapter
+from segret_lib.hosts import a1111 as webui_adapter
+from segret_lib.hosts import lifecycle as script_lifecycle
+from segret_lib.hosts import select as hosts
 
 
 def test_a1111_host_without_forge_packages():

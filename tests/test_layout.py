@@ -9,21 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from segret_lib.attention_maps import capture_hw
-from segret_lib.layout import (
-    box_mask,
-    image_target,
-    in_box_fraction,
-    layout_json,
-    layout_loss,
-    layout_text,
-    parse_layout,
-)
-from segret_lib.overlays import MapAccumulator, combined_overlay, overlay_sheet
-from segret_lib.params import ParamError, SegretParams
-from segret_lib.schedule import latent_scale
-from segret_lib.script_args import params_from_args
-from segret_lib.session import PassInfo
+from segret_lib.engine.attention_maps import capture_hw
+from segret_lib.engine.layout import box_mask, image_target, in_box_fraction, layout_loss
+from segret_lib.engine.map_history import MapAccumulator
+from segret_lib.engine.schedule import latent_scale
+from segret_lib.engine.session import PassInfo
+from segret_lib.render.overlays import combined_overlay, overlay_sheet
+from segret_lib.settings.layout_boxes import layout_json, layout_text, parse_layout
+from segret_lib.settings.params import ParamError, SegretParams
+from segret_lib.ui.script_args import params_from_args
 from tests.helpers import make_rig
 
 PROMPT = "a cat and a dog"
@@ -253,6 +247,6 @@ def test_overlay_pictures_show_each_concept_in_its_colour_and_box():
     px = combined.load()
     left, right = px[60, 128], px[320, 128]
     assert left[0] > left[2] + 60 and right[2] > right[0] + 60  # red-ish left (cat), blue-ish right (dog)
-    from segret_lib.overlays import ImageMaps
+    from segret_lib.engine.map_history import ImageMaps
     sheet = overlay_sheet(image, ImageMaps(["cat", "dog"], maps, 5), layout)
     assert sheet.size == (3 * 384 + 2 * 4, 256)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from modules import infotext_utils, processing, scripts
 
-from segret_lib import xyz_axes
-from segret_lib.params import UI_FIELDS
+from segret_lib.settings.params import UI_FIELDS
+from segret_lib.ui import xyz_axes
 from tests.test_webui_extension import assert_clean, latents, without_extension
 from tests.webui_host import Host
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from segret_lib.attention_maps import concept_maps
-from segret_lib.losses import (
+from segret_lib.engine.attention_maps import concept_maps
+from segret_lib.engine.losses import (
     binarize,
     excite_loss,
     method_loss,
@@ -13,7 +13,7 @@ from segret_lib.losses import (
     segregation_loss,
     total_loss,
 )
-from segret_lib.tokens import ConceptTokens
+from segret_lib.engine.tokens import ConceptTokens
 
 
 def blob(h, w, y0, y1, x0, x1, value=1.0):

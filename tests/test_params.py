@@ -1,6 +1,6 @@
 import pytest
 
-from segret_lib.params import (
+from segret_lib.settings.params import (
     AAE_TARGETS,
     AAE_THRESHOLDS,
     ASTAR_STEP_SIZE,
@@ -11,7 +11,7 @@ from segret_lib.params import (
     SegretParams,
     split_concepts,
 )
-from segret_lib.script_args import params_from_args, switch_method
+from segret_lib.ui.script_args import params_from_args, switch_method
 
 
 def test_defaults_follow_method():

@@ -5,9 +5,9 @@ import pytest
 import torch
 from modules import infotext_utils
 
-from segret_lib import session as session_module
-from segret_lib import webui_prompts
-from segret_lib.tokens import CHUNK_LEN, CHUNK_TOKENS
+from segret_lib.engine import session as session_module
+from segret_lib.engine.tokens import CHUNK_LEN, CHUNK_TOKENS
+from segret_lib.hosts import webui_prompts
 from tests.webui_host import Host
 
 ON = {"enabled": True, "concepts": "cat, dog"}

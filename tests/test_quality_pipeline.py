@@ -13,7 +13,7 @@ import torch
 from quality import dataset, evaluate
 from quality.detector import detect, judge
 from quality.model import WEIGHTS, load
-from segret_lib.params import SegretParams
+from segret_lib.settings.params import SegretParams
 
 
 def test_scenes_are_deterministic_and_respect_held_out_pairs():

@@ -4,10 +4,9 @@ import math
 import pytest
 import torch
 
-from segret_lib.losses import excite_loss, segregation_loss
-from segret_lib.params import SegretParams
-from segret_lib.refine import Refiner
-from segret_lib.schedule import (
+from segret_lib.engine.losses import excite_loss, segregation_loss
+from segret_lib.engine.refine import Refiner
+from segret_lib.engine.schedule import (
     is_refined_step,
     iterative_schedule,
     last_refined_step,
@@ -16,7 +15,8 @@ from segret_lib.schedule import (
     sigma_from_timestep,
     step_size,
 )
-from segret_lib.session import PassInfo
+from segret_lib.engine.session import PassInfo
+from segret_lib.settings.params import SegretParams
 from tests.helpers import make_rig
 
 PROMPT = "a cat and a dog"
@@ -273,7 +273,7 @@ def test_aae_update_is_alpha_times_scale_times_grad_z(rig):
 def test_balanced_update_is_budgeted_lowpassed_gradient_of_the_mean_losses(rig):
     """Step rule "balanced": the update is -alpha_t * sqrt(min(1, budget / T)) * s * lowpass(grad_z L), L_seg a mean
     over the concept pairs; at T <= budget it is the full alpha_t."""
-    from segret_lib.step_rule import budget_factor, get_rule, lowpass
+    from segret_lib.engine.step_rule import budget_factor, get_rule, lowpass
 
     concepts = ("cat", "dog", "sofa")
     prompt = "a cat and a dog on a sofa"

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from segret_lib import checkpointing
-from segret_lib.capture import cross_attention_modules
-from segret_lib.checkpointing import unet_blocks
-from segret_lib.schedule import StepTracker, evaluation_pattern, snapshot_steps
-from segret_lib.session import PassInfo, SegretSession
-from segret_lib.visualize import session_grids
+from segret_lib.engine import checkpointing
+from segret_lib.engine.capture import cross_attention_modules
+from segret_lib.engine.checkpointing import unet_blocks
+from segret_lib.engine.schedule import StepTracker, evaluation_pattern, snapshot_steps
+from segret_lib.engine.session import PassInfo, SegretSession
+from segret_lib.render.visualize import session_grids
 from tests.helpers import make_rig
 from tests.tiny_models import tiny_unet
 

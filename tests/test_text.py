@@ -1,8 +1,8 @@
-"""segret_lib.text.shorten: long quoted values and long messages cut, short ones untouched."""
+"""segret_lib.settings.text.shorten: long quoted values and long messages cut, short ones untouched."""
 
 from __future__ import annotations
 
-from segret_lib.text import ELLIPSIS, MESSAGE_LIMIT, QUOTED_LIMIT, shorten
+from segret_lib.settings.text import ELLIPSIS, MESSAGE_LIMIT, QUOTED_LIMIT, shorten
 
 
 def test_short_messages_are_unchanged() -> None:

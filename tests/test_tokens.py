@@ -1,6 +1,13 @@
 import pytest
 
-from segret_lib.tokens import CHUNK_LEN, CHUNK_TOKENS, PromptTokens, TokenMappingError, locate_concept, map_concepts
+from segret_lib.engine.tokens import (
+    CHUNK_LEN,
+    CHUNK_TOKENS,
+    PromptTokens,
+    TokenMappingError,
+    locate_concept,
+    map_concepts,
+)
 
 
 def test_single_token_words(text_encoder):

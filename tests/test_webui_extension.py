@@ -9,10 +9,12 @@ import torch
 from modules import infotext_utils, processing, script_callbacks, scripts, sd_samplers, shared
 from modules.api import api
 
-from segret_lib import script_args, script_lifecycle, script_ui, xyz_axes
-from segret_lib.capture import cross_attention_modules
-from segret_lib.checkpointing import unet_blocks
-from segret_lib.params import ASTAR_STEP_SIZE, UI_FIELDS
+from segret_lib.engine.capture import cross_attention_modules
+from segret_lib.engine.checkpointing import unet_blocks
+from segret_lib.hosts import lifecycle as script_lifecycle
+from segret_lib.settings.params import ASTAR_STEP_SIZE, UI_FIELDS
+from segret_lib.ui import accordion as script_ui
+from segret_lib.ui import script_args, xyz_axes
 from tests.webui_host import ROOT, Host
 
 ON = {"enabled": True, "concepts": "cat, dog"}

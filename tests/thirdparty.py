@@ -15,7 +15,7 @@ import types
 from functools import cache
 from pathlib import Path
 
-from segret_lib.tokens import PromptTokens
+from segret_lib.engine.tokens import PromptTokens
 
 
 def _bare_package(name: str) -> types.ModuleType:

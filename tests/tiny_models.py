@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 
-from segret_lib.tokens import CHUNK_TOKENS
+from segret_lib.engine.tokens import CHUNK_TOKENS
 from tests.thirdparty import ClipWords
 
 CONTEXT_DIM = 64

@@ -7,7 +7,7 @@ from pathlib import Path
 from modules import processing, scripts, shared
 from modules.sd_models import TinySDModel
 
-from segret_lib.params import UI_FIELDS
+from segret_lib.settings.params import UI_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 

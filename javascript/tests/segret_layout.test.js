@@ -59,8 +59,8 @@ test("editorModel: colours by concept slot, boxes matched case-insensitively, or
     assert.deepEqual(L.modelEntries(m).map((e) => e.name), ["Cat", "bird"]);
 });
 
-test("palette matches the overlay colours of segret_lib/overlays.py", () => {
-    const py = fs.readFileSync(path.resolve(__dirname, "..", "..", "segret_lib", "overlays.py"), "utf8");
+test("palette matches the overlay colours of segret_lib/render/overlays.py", () => {
+    const py = fs.readFileSync(path.resolve(__dirname, "..", "..", "segret_lib", "render", "overlays.py"), "utf8");
     const line = py.split("\n").find((l) => l.startsWith("PALETTE = "));
     assert.deepEqual(JSON.parse("[" + line.slice(line.indexOf("(") + 1, line.lastIndexOf(")")) + "]"), L.PALETTE);
     assert.equal(L.colourFor(8), L.PALETTE[0]);

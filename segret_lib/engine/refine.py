@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..settings.params import SegretParams
 from .layout import LayoutTarget, layout_terms
 from .losses import binarize, loss_terms
-from .params import SegretParams
 from .schedule import iterative_schedule, step_size
 from .step_rule import budget_factor, get_rule, lowpass
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import gradio as gr
 
-from .layout import LayoutError, layout_json, parse_layout
-from .params import (
+from ..settings.layout_boxes import LayoutError, layout_json, parse_layout
+from ..settings.params import (
+    AUTO,
     INFOTEXT_PREFIX,
     MAPS_VIEWS,
     METHOD_DEFAULTS,
@@ -24,8 +25,8 @@ from .params import (
     canonical_method,
     step_rule_in,
 )
+from ..settings.params import STEP_RULE_CHOICES as CHOICES
 from .script_args import switch_method, threshold_from, threshold_mode_from
-from .step_rule import AUTO, CHOICES
 
 ACCORDION_LABEL = "A-STAR (segregation & retention)"
 

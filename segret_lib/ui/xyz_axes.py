@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .params import METHOD_LABELS
+from ..settings.params import METHOD_LABELS
+from ..settings.params import STEP_RULE_CHOICES as CHOICES
 from .script_args import LAYOUT_SWITCH, OVERRIDES_ATTR
-from .step_rule import CHOICES
 
 XYZ_AXES = (
     ("[A-STAR] Segregation weight", "seg_weight", float),

@@ -8,8 +8,8 @@ from typing import Any
 
 from modules import prompt_parser
 
-from .prompt_plan import PromptPlan, Scheduled
-from .tokens import CHUNK_LEN, PromptTokens
+from ..engine.prompt_plan import PromptPlan, Scheduled
+from ..engine.tokens import CHUNK_LEN, PromptTokens
 
 
 def text_encoder(sd_model) -> Any:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..settings.params import SegretParams
 from .attention_maps import capture_hw, concept_maps, device_ints
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
 from .foreign_hooks import grad_safe_hooks
 from .layout import image_target
-from .overlays import MapAccumulator
-from .params import SegretParams
+from .map_history import MapAccumulator
 from .patching import parameters_frozen
 from .refine import NoAttentionGradient, Refiner, StepResult
 from .schedule import StepTracker, is_refined_step, last_refined_step, latent_scale, snapshot_steps

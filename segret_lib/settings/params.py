@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .step_rule import AUTO, DEFAULT_RULE, get_rule
-
 MAX_CONCEPTS = 8
 INFOTEXT_PREFIX = "A-STAR"
 THRESHOLD_MODES = ("fraction", "otsu")
@@ -17,6 +15,18 @@ THRESHOLD_MODES = ("fraction", "otsu")
 # before/after grid at four steps, or both
 MAPS_VIEWS = ("overlay", "grid", "both")
 TOKEN_COMBINE_MODES = ("mean", "max", "sum")
+# Step rules (engine/step_rule.py defines what each does): "auto" is the method's own (METHOD_DEFAULTS), the
+# UI's default, so a padded API list gets it.
+STEP_RULES = ("v1", "balanced")
+DEFAULT_RULE = "balanced"
+AUTO = "auto"
+STEP_RULE_CHOICES: tuple[str, ...] = (AUTO, *STEP_RULES)
+_EXPERIMENTAL_RULES: set[str] = set()  # registered by the benchmark (engine.step_rule.register), never in the UI
+
+
+def allow_step_rule(name: str) -> None:
+    """Accept one more rule name (a benchmark's candidate rule)."""
+    _EXPERIMENTAL_RULES.add(name)
 
 # Methods: A-STAR's segregation + retention losses, Attend-and-Excite's (Chefer et al. 2023) "most neglected
 # concept" loss, or both losses summed. Canonical names, and the labels the UI, the infotext and X/Y/Z show.
@@ -177,10 +187,8 @@ class SegretParams:
         if not isinstance(self.layout_strength, (int, float)) or not math.isfinite(self.layout_strength):
             raise ParamError(f"layout_strength must be a finite number, got {self.layout_strength!r}")
         _check_range("layout_strength", self.layout_strength, 0.0, 100.0)
-        try:
-            get_rule(self.step_rule)
-        except ValueError as e:
-            raise ParamError(str(e)) from None
+        if self.step_rule not in STEP_RULES and self.step_rule not in _EXPERIMENTAL_RULES:
+            raise ParamError(f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         if self.maps_view not in MAPS_VIEWS:
             raise ParamError(f"maps_view must be one of {MAPS_VIEWS}, got {self.maps_view!r}")
         if self.threshold_mode not in THRESHOLD_MODES:
@@ -200,7 +208,7 @@ class SegretParams:
                 raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(self.concepts)}")
             if self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0 and not self.layout:
                 raise ParamError("both loss weights are 0: nothing to optimise")
-            from .layout import LayoutError, check_names
+            from .layout_boxes import LayoutError, check_names
 
             try:
                 check_names(self.layout, self.concepts)
@@ -251,7 +259,7 @@ class SegretParams:
         if self.hires:
             out[f"{INFOTEXT_PREFIX} hires"] = "True"
         if self.layout:
-            from .layout import layout_text
+            from .layout_boxes import layout_text
 
             out[f"{INFOTEXT_PREFIX} layout"] = layout_text(self.layout)
             out[f"{INFOTEXT_PREFIX} layout strength"] = _fmt(self.layout_strength)
@@ -306,7 +314,7 @@ class SegretParams:
 
 
 def _parse_layout(value: Any) -> tuple:
-    from .layout import LayoutError, parse_layout
+    from .layout_boxes import LayoutError, parse_layout
 
     try:
         return parse_layout(value)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from ..settings.params import STEP_RULES, allow_step_rule
 from .attention_maps import gaussian_profile
 
 
@@ -41,9 +42,13 @@ RULES: dict[str, StepRule] = {
     "v1": StepRule("v1"),
     "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0, power=0.5),
 }
-DEFAULT_RULE = "balanced"
-AUTO = "auto"  # the method's rule (params.METHOD_DEFAULTS): the UI's default, so a padded API list gets it
-CHOICES: tuple[str, ...] = (AUTO, *RULES)
+assert tuple(RULES) == STEP_RULES, "settings.params.STEP_RULES names the rules defined here"
+
+
+def register(rule: StepRule) -> None:
+    """Add a candidate rule under its name (the benchmark matrix's alternatives)."""
+    RULES[rule.name] = rule
+    allow_step_rule(rule.name)
 
 
 def get_rule(name: str) -> StepRule:

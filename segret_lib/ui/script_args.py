@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .params import (
+from ..settings.params import (
     FALSE_WORDS,
     METHOD_DEFAULTS,
     TRUE_WORDS,

@@ -1,7 +1,7 @@
 """AUTOMATIC1111 WebUI host: the tokenizer and UNet of its models and the UNet runner through the CFG
-denoiser's inner model. The script's life cycle (shared with Forge) is in script_lifecycle.
+denoiser's inner model. The script's life cycle (shared with Forge) is in lifecycle.
 
-With webui_prompts and forge_adapter, the only modules of segret_lib that import the WebUI (`modules`).
+With webui_prompts and forge, in hosts/, the only package of segret_lib that imports the WebUI (`modules`).
 Everything installed is put back at the end of each sampling pass, in postprocess, and in p.close() (which
 the WebUI runs even when a generation fails), so no hook outlives a generation.
 """
@@ -13,11 +13,11 @@ from modules import prompt_parser, scripts, shared
 from modules.ui_components import InputAccordion
 from torch import nn
 
-from .prompt_plan import PromptPlan
-from .script_lifecycle import Host, ScriptLifecycle, cat_padded
-from .session import ModelSwitched
+from ..engine.prompt_plan import PromptPlan
+from ..engine.session import ModelSwitched
+from ..ui.xyz_axes import add_xyz_axes as _add_xyz_axes
+from .lifecycle import Host, ScriptLifecycle, cat_padded
 from .webui_prompts import prompt_plan, text_encoder
-from .xyz_axes import add_xyz_axes as _add_xyz_axes
 
 HOST_NAME = "AUTOMATIC1111 WebUI"
 

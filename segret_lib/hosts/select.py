@@ -15,5 +15,5 @@ def is_forge() -> bool:
 
 
 def adapter() -> ModuleType:
-    """The host adapter module for this process (forge_adapter or webui_adapter)."""
-    return importlib.import_module("segret_lib.forge_adapter" if is_forge() else "segret_lib.webui_adapter")
+    """The host adapter module for this process (hosts.forge or hosts.a1111)."""
+    return importlib.import_module("segret_lib.hosts.forge" if is_forge() else "segret_lib.hosts.a1111")

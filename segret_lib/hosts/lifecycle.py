@@ -2,7 +2,7 @@
 per-pass setup, the sampler's forward/callback hooks and the cleanup that runs even when a generation fails.
 
 Host-free: everything that differs between hosts (the tokenizer, the UNet, the model call, gradient guards,
-memory) comes through a `Host` object; the host files (webui_adapter.py, forge_adapter.py) define the Script
+memory) comes through a `Host` object; the host files (a1111.py, forge.py) define the Script
 class as `class SegretScript(ScriptLifecycle, <host>.scripts.Script)` with their host. A third host is one more
 such file.
 """
@@ -17,16 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import cross_attention_modules
-from .checkpointing import unet_blocks
+from ..engine.capture import cross_attention_modules
+from ..engine.checkpointing import unet_blocks
+from ..engine.prompt_plan import PromptPlan
+from ..engine.schedule import evaluation_pattern
+from ..engine.session import PassInfo, SegretSession
+from ..settings.params import INFOTEXT_PREFIX, ParamError
+from ..settings.text import shorten
+from ..ui.accordion import build_ui
+from ..ui.script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
 from .generation import Generation
-from .params import INFOTEXT_PREFIX, ParamError
-from .prompt_plan import PromptPlan
-from .schedule import evaluation_pattern
-from .script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
-from .script_ui import build_ui
-from .session import PassInfo, SegretSession
-from .text import shorten
 
 log = logging.getLogger("segret")
 

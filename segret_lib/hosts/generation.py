@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .overlays import ImageMaps, overlay_sheet
-from .params import SegretParams
-from .patching import InstancePatches
-from .session import SegretSession
-from .text import shorten
-from .visualize import session_grids
+from ..engine.map_history import ImageMaps
+from ..engine.patching import InstancePatches
+from ..engine.session import SegretSession
+from ..render.overlays import overlay_sheet
+from ..render.visualize import session_grids
+from ..settings.params import SegretParams
+from ..settings.text import shorten
 
 log = logging.getLogger("segret")
 

@@ -1,4 +1,4 @@
-"""Stable Diffusion WebUI Forge host: what differs from the A1111 WebUI (webui_adapter).
+"""Stable Diffusion WebUI Forge host: what differs from the A1111 WebUI (hosts.a1111).
 
 - the tokenizer is the model's text processing engine (SDXL: the CLIP-L one), the UNet is
   `forge_objects.unet.model.diffusion_model`;
@@ -22,12 +22,12 @@ import torch
 from modules import scripts
 from torch import nn
 
-from .capture import AttentionCapture, attention_probs
+from ..engine.capture import AttentionCapture, attention_probs
+from ..engine.patching import InstancePatches
+from ..engine.session import ModelSwitched, SegretSession
+from .a1111 import WebUIHost, add_xyz_axes, batch_conds
 from .generation import Generation
-from .patching import InstancePatches
-from .script_lifecycle import ScriptLifecycle, cat_padded
-from .session import ModelSwitched, SegretSession
-from .webui_adapter import WebUIHost, add_xyz_axes, batch_conds
+from .lifecycle import ScriptLifecycle, cat_padded
 
 __all__ = ["ForgeHost", "SegretScript", "add_xyz_axes"]
 
@@ -227,7 +227,7 @@ def _sigmas_of_timesteps(denoiser, t: torch.Tensor) -> torch.Tensor:
 
 
 def _forge_runner(denoiser, session: SegretSession, guard: GradientGuard | None, cond, image_cond, uncond=None):
-    """run_unet(x, sigma, rows, parts=None) through Forge's apply_model (see webui_adapter._unet_runner)."""
+    """run_unet(x, sigma, rows, parts=None) through Forge's apply_model (see a1111._unet_runner)."""
 
     def run(x, sigma, rows, parts=None):
         patcher = denoiser.inner_model.inner_model.forge_objects.unet

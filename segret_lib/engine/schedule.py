@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .params import AAE_ITERATIVE_STEPS, AAE_LAST_STEP, AAE_REFERENCE_STEPS, SegretParams
+from ..settings.params import AAE_ITERATIVE_STEPS, AAE_LAST_STEP, AAE_REFERENCE_STEPS, SegretParams
 
 EVAL_PATTERNS = ("first_order", "second_order", "plms", "dpm_fast", "callback")
 

@@ -90,7 +90,7 @@ def count_ops() -> Iterator[OpCount]:
 def per_refined_step(session) -> Iterator[list[OpCount]]:
     """Count each refined step of a SegretSession (a call of `before_model_call` that refined) on its own; the
     list fills as the sampler runs. The session's method is wrapped on the instance and put back on exit."""
-    from .patching import InstancePatches
+    from ..engine.patching import InstancePatches
 
     steps: list[OpCount] = []
     patches = InstancePatches()

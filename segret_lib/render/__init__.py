@@ -1,0 +1,1 @@
+"""Pictures from the engine's maps: overlay sheets and step grids (PIL, no host)."""

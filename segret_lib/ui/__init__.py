@@ -1,0 +1,1 @@
+"""The accordion, the script's arguments and the X/Y/Z axes (gradio; no host import)."""
