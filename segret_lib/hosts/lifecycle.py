@@ -23,6 +23,7 @@ from ..engine.prompt_plan import PromptPlan
 from ..engine.schedule import evaluation_pattern
 from ..engine.session import PassInfo, SegretSession
 from ..settings.params import INFOTEXT_PREFIX, ParamError
+from ..settings.table import OUTPUT_KEYS, infotext_key
 from ..settings.text import shorten
 from ..ui.accordion import build_ui
 from ..ui.script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
@@ -31,8 +32,7 @@ from .generation import Generation
 log = logging.getLogger("segret")
 
 TITLE = "A-STAR"
-WARNINGS_KEY = f"{INFOTEXT_PREFIX} warnings"
-RESULT_KEY = f"{INFOTEXT_PREFIX} result"
+WARNINGS_KEY, RESULT_KEY = (infotext_key(k) for k in OUTPUT_KEYS)  # no setting may use them (settings/table.py)
 
 RunUnet = Callable[..., Any]
 

@@ -1,15 +1,30 @@
-"""All user-visible settings (A-STAR and Attend-and-Excite), validated in one place, with infotext round-trip."""
+"""All user-visible settings (A-STAR and Attend-and-Excite): the settings table (SETTINGS, one row per setting)
+and what is derived from it: SegretParams (validation, coercion, infotext round trip), UI_FIELDS (the positional
+list), METHOD_DEFAULTS. The few settings whose infotext does not fit a row's defaults point to the small
+functions below (threshold, iterative refinement, method, step rule, layout)."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
+from .table import (  # noqa: F401 (FALSE_WORDS, INFOTEXT_PREFIX, TRUE_WORDS, read_switch: re-exported)
+    FALSE_WORDS,
+    INFOTEXT_PREFIX,
+    TRUE_WORDS,
+    Axis,
+    Control,
+    ParamError,
+    Setting,
+    SettingsTable,
+    concepts_in,
+    fmt,
+    infotext_key,
+    read_switch,
+)
+
 MAX_CONCEPTS = 8
-INFOTEXT_PREFIX = "A-STAR"
 THRESHOLD_MODES = ("fraction", "otsu")
 # What "Show attention maps" adds: each concept's map over the image (+ all concepts in one picture), the
 # before/after grid at four steps, or both
@@ -22,6 +37,7 @@ DEFAULT_RULE = "balanced"
 AUTO = "auto"
 STEP_RULE_CHOICES: tuple[str, ...] = (AUTO, *STEP_RULES)
 _EXPERIMENTAL_RULES: set[str] = set()  # registered by the benchmark (engine.step_rule.register), never in the UI
+LAYOUT_SWITCH = "layout_on"  # X/Y/Z override key: "On" keeps the layout, "Off" drops its boxes (ui/script_args)
 
 
 def allow_step_rule(name: str) -> None:
@@ -47,10 +63,10 @@ AAE_ITERATIVE_STEPS = (0, 10, 20)  # iterative refinement at these steps...
 AAE_THRESHOLDS = (0.05, 0.5, 0.8)  # ...until every concept's smoothed map reaches this maximum
 AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 
-# Settings whose default depends on the method. The HTTP API's dict fills the keys it does not give from the
-# chosen method's column; the UI switches a control to the new method's default only while it still holds the
-# previous method's default (script_args.switch_method). last_step 0 and iterative_steps () are resolved per
-# pass against its step count (schedule.last_refined_step / iterative_schedule).
+# Settings whose default depends on the method (the rows' by_method). The HTTP API's dict fills the keys it does
+# not give from the chosen method's column; the UI switches a control to the new method's default only while it
+# still holds the previous method's default (script_args.switch_method). last_step 0 and iterative_steps () are
+# resolved per pass against its step count (schedule.last_refined_step / iterative_schedule).
 # Step size: Attend-and-Excite keeps its published 20. Under v1, A-STAR and Both took 10, calibrated on the
 # neglect benchmark (docs/method.md "Step size under v1": at 20 the update broke about as many images as it
 # fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per
@@ -59,18 +75,6 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 ASTAR_STEP_SIZE = 30.0
 V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule
 AAE_STEP_SIZE = 20.0
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "astar": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,),
-              "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE},
-    "aae": {"iterative": True, "iterative_steps": (), "iterative_target": AAE_TARGETS, "step_size": AAE_STEP_SIZE,
-            "step_rule": "v1"},
-    "both": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,),
-             "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE},
-}
-
-
-class ParamError(ValueError):
-    """A setting is out of range or malformed; the message names the setting and the allowed range."""
 
 
 def split_concepts(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -91,11 +95,6 @@ def canonical_method(value: Any) -> str:
         return _METHOD_ALIASES[name]
     labels = ", ".join(f"{k!r}" for k in (*METHODS, *METHOD_LABELS.values()))
     raise ParamError(f"method must be one of {labels}, got {value!r}")
-
-
-def method_defaults(method: Any) -> dict[str, Any]:
-    """The method-dependent defaults of `method` (see METHOD_DEFAULTS)."""
-    return dict(METHOD_DEFAULTS[canonical_method(method)])
 
 
 def _parse_targets(value: Any) -> tuple[float, ...]:
@@ -121,198 +120,6 @@ def _parse_steps(text: str | Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted({int(s) for s in text}))
 
 
-@dataclass(frozen=True)
-class SegretParams:
-    """Parameters. Defaults follow method.md (A-STAR where given, Attend-and-Excite elsewhere); the dataclass
-    defaults are A-STAR's, `create` fills the method-dependent ones (METHOD_DEFAULTS) of the chosen method."""
-
-    enabled: bool = False
-    concepts: tuple[str, ...] = ()
-    seg_weight: float = 1.0  # w_seg in Eq. 4
-    ret_weight: float = 1.0  # w_ret in Eq. 4
-    step_size: float = ASTAR_STEP_SIZE  # scale_factor of alpha_t = scale * sqrt(linspace(1, 0.5, T)); per method
-    last_step: int = 0  # last refined sampling step (1-based); 0 = the method's: A-STAR every step, A&E the first half
-    threshold_mode: str = "fraction"  # retention mask: A >= threshold * max(A), or Otsu
-    threshold: float = 0.5
-    iterative: bool = False  # A&E-style repeat-until-target at chosen steps
-    iterative_steps: tuple[int, ...] = (0, 10, 20)  # 0-based step indices; () = A&E's 0, 10, 20 of 50, scaled
-    iterative_target: tuple[float, ...] = (0.2,)  # loss to reach: one value, or one per iterative step
-    iterative_max: int = 20  # cap on updates at one step
-    softmax_temperature: float = 100.0  # scale before the token softmax (A&E)
-    smooth_kernel: int = 3
-    smooth_sigma: float = 0.5
-    token_combine: str = "mean"  # how a multi-token concept's maps are combined
-    hires: bool = False  # also refine the hires-fix second pass
-    show_maps: bool = False  # add an attention-map grid to the gallery
-    early_exit: bool = True  # stop the UNet after the last captured layer during refinement
-    low_vram: bool = False  # checkpoint the UNet's blocks during refinement: less VRAM, slower
-    method: str = "astar"  # "astar", "aae" (Attend-and-Excite) or "both" (the two losses summed)
-    # layout (paper section 5): ((concept, (x0, y0, x1, y1)), ...), fractions of the image; see layout.py
-    layout: tuple = ()
-    layout_strength: float = 1.0  # retention weight of the boxed concepts (their box is the retention target)
-    layout_exclusive: bool = False  # also push each concept's attention out of the other concepts' boxes
-    maps_view: str = "overlay"  # what show_maps adds: MAPS_VIEWS
-    step_rule: str = AUTO  # how the step size becomes an update (step_rule.py); "auto": the method's
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "method", canonical_method(self.method))
-        if isinstance(self.step_rule, str):  # one spelling, so the infotext and the v1 test see the same name
-            rule = self.step_rule.strip().lower()
-            object.__setattr__(self, "step_rule", METHOD_DEFAULTS[self.method]["step_rule"] if rule == AUTO else rule)
-        object.__setattr__(self, "layout", _parse_layout(self.layout))
-        if not isinstance(self.iterative_target, tuple):
-            object.__setattr__(self, "iterative_target", _parse_targets(self.iterative_target))
-        self.validate()
-
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Raise ParamError naming the first bad setting."""
-        for name in ("seg_weight", "ret_weight", "step_size", "threshold", "softmax_temperature", "smooth_sigma"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ParamError(f"{name} must be a finite number, got {value!r}")
-        if not self.iterative_target:
-            raise ParamError("iterative_target needs at least one value")
-        for value in self.iterative_target:
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ParamError(f"iterative_target must be finite numbers, got {self.iterative_target!r}")
-            _check_range("iterative_target", value, 0.0, 100.0)
-        _check_range("seg_weight", self.seg_weight, 0.0, 100.0)
-        _check_range("ret_weight", self.ret_weight, 0.0, 100.0)
-        _check_range("step_size", self.step_size, 0.0, 1000.0)
-        _check_range("last_step", self.last_step, 0, 10000)
-        _check_range("iterative_max", self.iterative_max, 1, 200)
-        _check_range("softmax_temperature", self.softmax_temperature, 1e-3, 1e4)
-        _check_range("smooth_sigma", self.smooth_sigma, 0.0, 10.0)
-        if not isinstance(self.layout_strength, (int, float)) or not math.isfinite(self.layout_strength):
-            raise ParamError(f"layout_strength must be a finite number, got {self.layout_strength!r}")
-        _check_range("layout_strength", self.layout_strength, 0.0, 100.0)
-        if self.step_rule not in STEP_RULES and self.step_rule not in _EXPERIMENTAL_RULES:
-            raise ParamError(f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
-        if self.maps_view not in MAPS_VIEWS:
-            raise ParamError(f"maps_view must be one of {MAPS_VIEWS}, got {self.maps_view!r}")
-        if self.threshold_mode not in THRESHOLD_MODES:
-            raise ParamError(f"threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}")
-        if self.threshold_mode == "fraction" and not 0.0 < self.threshold < 1.0:
-            raise ParamError(f"threshold must be in (0, 1) as a fraction of the map's maximum, got {self.threshold}")
-        if self.token_combine not in TOKEN_COMBINE_MODES:
-            raise ParamError(f"token_combine must be one of {TOKEN_COMBINE_MODES}, got {self.token_combine!r}")
-        if self.smooth_kernel < 1 or self.smooth_kernel % 2 == 0 or self.smooth_kernel > 15:
-            raise ParamError(f"smooth_kernel must be an odd integer in 1..15, got {self.smooth_kernel}")
-        if any(s < 0 for s in self.iterative_steps):
-            raise ParamError(f"iterative_steps must be >= 0, got {self.iterative_steps}")
-        if self.enabled:
-            if not self.concepts:
-                raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
-            if len(self.concepts) > MAX_CONCEPTS:
-                raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(self.concepts)}")
-            if self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0 and not self.layout:
-                raise ParamError("both loss weights are 0: nothing to optimise")
-            from .layout_boxes import LayoutError, check_names
-
-            try:
-                check_names(self.layout, self.concepts)
-            except LayoutError as e:
-                raise ParamError(str(e)) from None
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def create(cls, **values: Any) -> SegretParams:
-        """Build from loosely typed values (UI strings, JSON numbers), coercing each field to its type.
-
-        Method-dependent settings not given take the chosen method's defaults (METHOD_DEFAULTS)."""
-        names = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ParamError(f"unknown A-STAR setting(s): {', '.join(unknown)}; known: {', '.join(names)}")
-        coerced = {k: _coerce(names[k], v) for k, v in values.items()}
-        for name, default in method_defaults(coerced.get("method", "astar")).items():
-            coerced.setdefault(name, default)
-        return cls(**coerced)
-
-    def replace(self, **changes: Any) -> SegretParams:
-        return self.create(**{**dataclasses.asdict(self), **changes})
-
-    # ------------------------------------------------------------------ infotext
-    def to_infotext(self) -> dict[str, str]:
-        """Infotext entries (written to p.extra_generation_params)."""
-        out = {
-            f"{INFOTEXT_PREFIX} concepts": ", ".join(self.concepts),
-            f"{INFOTEXT_PREFIX} seg weight": _fmt(self.seg_weight),
-            f"{INFOTEXT_PREFIX} ret weight": _fmt(self.ret_weight),
-            f"{INFOTEXT_PREFIX} step size": _fmt(self.step_size),
-            f"{INFOTEXT_PREFIX} last step": str(self.last_step),
-            f"{INFOTEXT_PREFIX} threshold": "otsu" if self.threshold_mode == "otsu" else _fmt(self.threshold),
-        }
-        if self.method != "astar":
-            out[f"{INFOTEXT_PREFIX} method"] = METHOD_LABELS[self.method]
-        if self.step_rule != "v1":  # absent: v1, the only rule of the versions before
-            out[f"{INFOTEXT_PREFIX} step rule"] = self.step_rule
-        if self.iterative:
-            steps = " ".join(map(str, self.iterative_steps)) if self.iterative_steps else "auto"
-            out[f"{INFOTEXT_PREFIX} iterative"] = (
-                f"steps {steps}; target {' '.join(_fmt(t) for t in self.iterative_target)}; "
-                f"max {self.iterative_max}"
-            )
-        elif METHOD_DEFAULTS[self.method]["iterative"]:
-            out[f"{INFOTEXT_PREFIX} iterative"] = "off"  # the method's default is on: say it was turned off
-        if self.hires:
-            out[f"{INFOTEXT_PREFIX} hires"] = "True"
-        if self.layout:
-            from .layout_boxes import layout_text
-
-            out[f"{INFOTEXT_PREFIX} layout"] = layout_text(self.layout)
-            out[f"{INFOTEXT_PREFIX} layout strength"] = _fmt(self.layout_strength)
-            if self.layout_exclusive:
-                out[f"{INFOTEXT_PREFIX} layout exclusive"] = "True"
-        return out
-
-    @classmethod
-    def from_infotext(cls, info: Mapping[str, Any]) -> SegretParams:
-        """Inverse of to_infotext; absent keys keep their (method's) defaults, and enabled follows 'concepts'."""
-        key = f"{INFOTEXT_PREFIX} "
-        values: dict[str, Any] = {}
-        if key + "concepts" in info:
-            values["concepts"] = info[key + "concepts"]
-            values["enabled"] = True
-        if key + "method" in info:
-            values["method"] = info[key + "method"]
-        rule = step_rule_in(info)
-        if rule is not None:
-            values["step_rule"] = rule
-        for name, field_name in (("seg weight", "seg_weight"), ("ret weight", "ret_weight"),
-                                 ("step size", "step_size"), ("last step", "last_step")):
-            if key + name in info:
-                values[field_name] = info[key + name]
-        if key + "threshold" in info:
-            raw = str(info[key + "threshold"]).strip().lower()
-            if raw == "otsu":
-                values["threshold_mode"] = "otsu"
-            else:
-                values["threshold_mode"] = "fraction"
-                values["threshold"] = raw
-        if str(info.get(key + "iterative", "")).strip().lower() == "off":
-            values["iterative"] = False
-        elif key + "iterative" in info:
-            values["iterative"] = True
-            for part in str(info[key + "iterative"]).split(";"):
-                name, _, val = part.strip().partition(" ")
-                if name == "steps":
-                    values["iterative_steps"] = "" if val.strip() == "auto" else val.replace(" ", ",")
-                elif name == "target":
-                    values["iterative_target"] = val
-                elif name == "max":
-                    values["iterative_max"] = val
-        if key + "hires" in info:
-            values["hires"] = str(info[key + "hires"]).lower() == "true"
-        if key + "layout" in info:
-            values["layout"] = info[key + "layout"]
-            if key + "layout strength" in info:
-                values["layout_strength"] = info[key + "layout strength"]
-            values["layout_exclusive"] = str(info.get(key + "layout exclusive", "")).lower() == "true"
-        return cls.create(**values)
-
-
 def _parse_layout(value: Any) -> tuple:
     from .layout_boxes import LayoutError, parse_layout
 
@@ -322,77 +129,364 @@ def _parse_layout(value: Any) -> tuple:
         raise ParamError(str(e)) from None
 
 
-def _check_range(name: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise ParamError(f"{name} must be in [{lo}, {hi}], got {value}")
+def _layout_text(layout: tuple) -> str:
+    from .layout_boxes import layout_text
+
+    return layout_text(layout)
 
 
-TRUE_WORDS = ("true", "1", "yes", "on")
-FALSE_WORDS = ("false", "0", "no", "off")
+# ---------------------------------------------------------------------------------------------- special cases
+# Checks that are more than a range or a list of choices.
+def _check_threshold(value: float, p: Any) -> None:
+    if p.threshold_mode == "fraction" and not 0.0 < value < 1.0:
+        raise ParamError(f"threshold must be in (0, 1) as a fraction of the map's maximum, got {value}")
 
 
-def read_switch(value: Any, true_words: tuple[str, ...] = TRUE_WORDS,
-                false_words: tuple[str, ...] = FALSE_WORDS) -> bool:
-    """A yes/no setting given as a bool or a word (case and spaces ignored); ValueError for anything else."""
-    low = str(value).strip().lower()
-    if low in true_words:
-        return True
-    if low in false_words:
-        return False
-    raise ValueError(value)
+def _check_kernel(value: int, _p: Any) -> None:
+    if value < 1 or value % 2 == 0 or value > 15:
+        raise ParamError(f"smooth_kernel must be an odd integer in 1..15, got {value}")
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}"
+def _check_steps(value: tuple[int, ...], _p: Any) -> None:
+    if any(s < 0 for s in value):
+        raise ParamError(f"iterative_steps must be >= 0, got {value}")
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """Turn UI/JSON values into the field's type with a clear error."""
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+def _check_targets(value: tuple, _p: Any) -> None:
+    if not value:
+        raise ParamError("iterative_target needs at least one value")
+    for v in value:
+        if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+            raise ParamError(f"iterative_target must be finite numbers, got {value!r}")
+        if not 0.0 <= v <= 100.0:
+            raise ParamError(f"iterative_target must be in [0.0, 100.0], got {v}")
+
+
+def _check_step_rule(value: str, _p: Any) -> None:
+    if value not in STEP_RULES and value not in _EXPERIMENTAL_RULES:
+        raise ParamError(f"step_rule must be one of {STEP_RULES}, got {value!r}")
+
+
+def _check_enabled(p: Any) -> None:
+    """What only an enabled run needs: concepts, something to optimise, boxes that name concepts."""
+    if not p.enabled:
+        return
+    if not p.concepts:
+        raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
+    if len(p.concepts) > MAX_CONCEPTS:
+        raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(p.concepts)}")
+    if p.method == "astar" and p.seg_weight == 0 and p.ret_weight == 0 and not p.layout:
+        raise ParamError("both loss weights are 0: nothing to optimise")
+    from .layout_boxes import LayoutError, check_names
+
     try:
-        if kind == "bool":
-            return read_switch(value) if isinstance(value, str) else bool(value)
-        if kind == "float":
-            return float(value)
-        if kind == "int":
-            as_float = float(value)
-            if not math.isfinite(as_float) or as_float != int(as_float):
-                raise ValueError(value)
-            return int(as_float)
-        if f.name == "method":
-            return canonical_method(value)
-        if f.name == "layout":
-            return _parse_layout(value)
-        if kind == "str":
-            return str(value).strip().lower()
-        if f.name == "concepts":
-            return split_concepts(value)
-        if f.name == "iterative_steps":
-            return _parse_steps(value)
-        if f.name == "iterative_target":
-            return _parse_targets(value)
-    except ParamError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ParamError(f"{f.name}: cannot read {value!r} as {kind}") from e
-    return value
+        check_names(p.layout, p.concepts)
+    except LayoutError as e:
+        raise ParamError(str(e)) from None
+
+
+def _normalize_step_rule(value: Any, p: Any) -> Any:
+    """One spelling (strip/lower), so the infotext and the v1 test see the same name; "auto": the method's."""
+    if not isinstance(value, str):
+        return value
+    rule = value.strip().lower()
+    return METHOD_DEFAULTS[p.method]["step_rule"] if rule == AUTO else rule
+
+
+def _as_targets(value: Any, _p: Any) -> tuple[float, ...]:
+    return value if isinstance(value, tuple) else _parse_targets(value)
+
+
+# Threshold: one infotext entry for two settings, "otsu" or the fraction.
+def _write_threshold(p: Any) -> dict[str, str]:
+    return {infotext_key("threshold"): "otsu" if p.threshold_mode == "otsu" else fmt(p.threshold)}
+
+
+def _read_threshold(info: Mapping[str, Any]) -> dict[str, Any]:
+    if infotext_key("threshold") not in info:
+        return {}
+    raw = str(info[infotext_key("threshold")]).strip().lower()
+    return {"threshold_mode": "otsu"} if raw == "otsu" else {"threshold_mode": "fraction", "threshold": raw}
+
+
+def threshold_mode_from(value) -> str | None:
+    """Infotext `A-STAR threshold` ("otsu" or a number) -> the Retention mask radio's value."""
+    if value is None:
+        return None
+    return "otsu" if str(value).strip().lower() == "otsu" else "fraction"
+
+
+def threshold_from(value) -> float | None:
+    """Infotext `A-STAR threshold` -> the Mask threshold slider's value (None for otsu)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# Iterative refinement: one entry for four settings, "off" where the method's default is on.
+def _write_iterative(p: Any) -> dict[str, str]:
+    if p.iterative:
+        steps = " ".join(map(str, p.iterative_steps)) if p.iterative_steps else "auto"
+        return {infotext_key("iterative"): f"steps {steps}; target {' '.join(fmt(t) for t in p.iterative_target)}; "
+                                           f"max {p.iterative_max}"}
+    if METHOD_DEFAULTS[p.method]["iterative"]:
+        return {infotext_key("iterative"): "off"}  # the method's default is on: say it was turned off
+    return {}
+
+
+def _read_iterative(info: Mapping[str, Any]) -> dict[str, Any]:
+    key = infotext_key("iterative")
+    if str(info.get(key, "")).strip().lower() == "off":
+        return {"iterative": False}
+    if key not in info:
+        return {}
+    values: dict[str, Any] = {"iterative": True}
+    for part in str(info[key]).split(";"):
+        name, _, val = part.strip().partition(" ")
+        if name == "steps":
+            values["iterative_steps"] = "" if val.strip() == "auto" else val.replace(" ", ",")
+        elif name == "target":
+            values["iterative_target"] = val
+        elif name == "max":
+            values["iterative_max"] = val
+    return values
+
+
+def iterative_from(info) -> bool | None:
+    """Infotext -> the Iterative refinement checkbox: 'off', the settings (on), or absent (the method's default)."""
+    raw = info.get(infotext_key("iterative"))
+    if raw is not None:
+        return str(raw).strip().lower() != "off"
+    if not concepts_in(info):
+        return None
+    label = method_label_from(info)
+    method = canonical_method(label) if label else "astar"
+    return METHOD_DEFAULTS[method]["iterative"]
+
+
+def method_label_from(info) -> str | None:
+    """Infotext -> the Method radio's value: the written method, A-STAR for an infotext without one."""
+    key = infotext_key("method")
+    if key in info:
+        try:
+            return METHOD_LABELS[canonical_method(info[key])]
+        except ValueError:
+            return None
+    return METHOD_LABELS["astar"] if concepts_in(info) else None
 
 
 def step_rule_in(info: Mapping[str, Any]) -> str | None:
     """The step rule an infotext was made with: the one it names, v1 for an A-STAR infotext without one
     (written before the rule existed), None for other infotexts."""
-    key = f"{INFOTEXT_PREFIX} "
-    if key + "step rule" in info:
-        return str(info[key + "step rule"]).strip().lower()
-    return "v1" if key + "concepts" in info else None
+    key = infotext_key("step rule")
+    if key in info:
+        return str(info[key]).strip().lower()
+    return "v1" if concepts_in(info) else None
+
+
+def _write_step_rule(p: Any) -> dict[str, str]:
+    return {infotext_key("step rule"): p.step_rule} if p.step_rule != "v1" else {}  # absent: v1, the versions before
+
+
+def _read_step_rule(info: Mapping[str, Any]) -> dict[str, Any]:
+    rule = step_rule_in(info)
+    return {} if rule is None else {"step_rule": rule}
+
+
+# Layout: strength and exclusive are written, and read, only with boxes.
+def layout_from(info) -> str | None:
+    """Infotext `A-STAR layout` -> the Boxes textbox (JSON); an A-STAR infotext without one clears the boxes."""
+    from .layout_boxes import LayoutError, layout_json, parse_layout
+
+    key = infotext_key("layout")
+    if key not in info:
+        return "" if concepts_in(info) else None
+    try:
+        return layout_json(parse_layout(info[key]))
+    except LayoutError:
+        return str(info[key])
+
+
+def _write_layout_strength(p: Any) -> dict[str, str]:
+    return {infotext_key("layout strength"): fmt(p.layout_strength)} if p.layout else {}
+
+
+def _read_layout_strength(info: Mapping[str, Any]) -> dict[str, Any]:
+    key = infotext_key("layout strength")
+    return {"layout_strength": info[key]} if infotext_key("layout") in info and key in info else {}
+
+
+def _write_layout_exclusive(p: Any) -> dict[str, str]:
+    return {infotext_key("layout exclusive"): "True"} if p.layout and p.layout_exclusive else {}
+
+
+def _read_layout_exclusive(info: Mapping[str, Any]) -> dict[str, Any]:
+    if infotext_key("layout") not in info:
+        return {}
+    return {"layout_exclusive": str(info.get(infotext_key("layout exclusive"), "")).lower() == "true"}
+
+
+def _paste_layout_exclusive(info: Mapping[str, Any]) -> bool | None:
+    return (infotext_key("layout exclusive") in info) if concepts_in(info) else None
+
+
+def _read_hires(info: Mapping[str, Any]) -> dict[str, Any]:
+    key = infotext_key("hires")
+    return {"hires": str(info[key]).lower() == "true"} if key in info else {}
+
+
+# ---------------------------------------------------------------------------------------------- the table
+ACCORDION_LABEL = "A-STAR (segregation & retention)"
+_ON_ALL_METHODS = (0, 10, 20)
+
+ROWS = (
+    Setting("enabled", "bool", False, position=0, label=ACCORDION_LABEL, control=Control("accordion"),
+            tip="Keep the concepts below apart (segregation) and stop them from fading (retention) while sampling.",
+            read=lambda info: {"enabled": True} if concepts_in(info) else {}, paste=concepts_in),
+    Setting("concepts", "tuple[str, ...]", (), parse=split_concepts, position=1, label="Concepts",
+            control=Control("textbox", placeholder="cat, dog", info=True, group="main"),
+            tip="Words or phrases from the prompt, comma-separated (e.g. 'cat, dog' or 'red car, traffic light'). "
+                "Click a chip below to add or remove a word.",
+            infotext="concepts", always=True),
+    Setting("seg_weight", "float", 1.0, bounds=(0.0, 100.0), position=2, label="Segregation weight",  # w_seg, Eq. 4
+            control=Control("slider", 0.0, 5.0, 0.05),
+            tip="Weight of the segregation loss (A-STAR and Both): how strongly overlapping attention of "
+                "different concepts is pushed apart. 0 turns it off.",
+            infotext="seg weight", always=True, xyz=Axis("[A-STAR] Segregation weight", float)),
+    Setting("ret_weight", "float", 1.0, bounds=(0.0, 100.0), position=3, label="Retention weight",  # w_ret, Eq. 4
+            control=Control("slider", 0.0, 5.0, 0.05),
+            tip="Weight of the retention loss (A-STAR and Both): how strongly each concept keeps the region it "
+                "attended to at the previous step. 0 turns it off.",
+            infotext="ret weight", always=True, xyz=Axis("[A-STAR] Retention weight", float)),
+    # scale_factor of alpha_t = scale * sqrt(linspace(1, 0.5, T))
+    Setting("step_size", "float", ASTAR_STEP_SIZE, bounds=(0.0, 1000.0),
+            by_method={"astar": ASTAR_STEP_SIZE, "aae": AAE_STEP_SIZE, "both": ASTAR_STEP_SIZE},
+            position=4, label="Step size", control=Control("slider", 0.0, 100.0, 0.5, group="main"),
+            tip="Scale of the latent update (alpha = step size x sqrt(1 -> 0.5) over the steps). "
+                "Higher is stronger; too high gives artefacts.",
+            infotext="step size", always=True, xyz=Axis("[A-STAR] Step size", float)),
+    # last refined sampling step (1-based); 0 = the method's: A-STAR every step, A&E the first half
+    Setting("last_step", "int", 0, bounds=(0, 10000), position=5, label="Last refined step (0 = method default)",
+            control=Control("slider", 0, 150, 1),
+            tip="Last sampling step that is refined. 0 = the method's default: every step for A-STAR and Both, "
+                "the first half for Attend-and-Excite. Refining only the first steps is faster but concepts can "
+                "fade again later.",
+            infotext="last step", always=True, xyz=Axis("[A-STAR] Last refined step", int)),
+    # retention mask: A >= threshold * max(A), or Otsu; one infotext entry with the threshold
+    Setting("threshold_mode", "str", "fraction", choices=THRESHOLD_MODES, position=6, label="Retention mask",
+            control=Control("radio"),
+            tip="How the retention mask is made from the previous step's map: a fraction of its maximum, "
+                "or Otsu's automatic threshold.",
+            paste=lambda info: threshold_mode_from(info.get(infotext_key("threshold")))),
+    Setting("threshold", "float", 0.5, check=_check_threshold, position=7, label="Mask threshold",
+            control=Control("slider", 0.05, 0.95, 0.05),
+            tip="Retention mask = attention >= this fraction of the map's maximum (fraction mode only).",
+            infotext="threshold", write=_write_threshold, read=_read_threshold,
+            paste=lambda info: threshold_from(info.get(infotext_key("threshold")))),
+    # A&E-style repeat-until-target at chosen steps; one infotext entry with the three below
+    Setting("iterative", "bool", False, by_method={"astar": False, "aae": True, "both": False}, position=8,
+            label="Iterative refinement", control=Control("checkbox"),
+            tip="Repeat the update at a few steps until the loss reaches a target (at most 20 times). A-STAR, Both: "
+                "steps 1, 11, 21, loss 0.2. Attend-and-Excite (on by default): steps 1, 11, 21 of 50 (scaled to "
+                "your step count) until every concept's attention peaks at 0.05, 0.5, 0.8. Slower.",
+            infotext="iterative", write=_write_iterative, read=_read_iterative, paste=iterative_from,
+            paste_name=False),
+    # 0-based step indices; () = A&E's 0, 10, 20 of 50, scaled
+    Setting("iterative_steps", "tuple[int, ...]", _ON_ALL_METHODS, parse=_parse_steps, check=_check_steps,
+            by_method={"astar": _ON_ALL_METHODS, "aae": (), "both": _ON_ALL_METHODS}),
+    # loss to reach: one value, or one per iterative step
+    Setting("iterative_target", "tuple[float, ...]", (0.2,), parse=_parse_targets, normalize=_as_targets,
+            check=_check_targets, by_method={"astar": (0.2,), "aae": AAE_TARGETS, "both": (0.2,)}),
+    Setting("iterative_max", "int", 20, bounds=(1, 200)),  # cap on updates at one step
+    Setting("softmax_temperature", "float", 100.0, bounds=(1e-3, 1e4)),  # scale before the token softmax (A&E)
+    Setting("smooth_kernel", "int", 3, check=_check_kernel),
+    Setting("smooth_sigma", "float", 0.5, bounds=(0.0, 10.0)),
+    Setting("token_combine", "str", "mean", choices=TOKEN_COMBINE_MODES),  # a multi-token concept's maps combined
+    Setting("hires", "bool", False, position=10, label="Refine hires fix pass",  # also refine the second pass
+            control=Control("checkbox", txt2img_only=True),
+            tip="Also refine the hires-fix second pass (off by default: the first pass already fixes the layout).",
+            infotext="hires", read=_read_hires, paste=lambda info: True if infotext_key("hires") in info else None,
+            paste_name=False),
+    Setting("show_maps", "bool", False, position=9, label="Show attention maps",
+            control=Control("checkbox", group="main"),
+            tip="Add each concept's attention (averaged over the refined steps) over the generated image, and "
+                "one picture with all concepts in their own colours (Maps view: also the before/after grid)."),
+    Setting("early_exit", "bool", True),  # stop the UNet after the last captured layer during refinement
+    Setting("low_vram", "bool", False, position=11, label="Low VRAM", control=Control("checkbox"),
+            tip="Recompute the UNet's activations in the refinement's backward pass instead of keeping them: "
+                "almost no VRAM beyond normal sampling, each refined step about 1.5x slower. Switched on by itself "
+                "if the GPU runs out of memory."),
+    # "astar", "aae" (Attend-and-Excite) or "both" (the two losses summed); aliases: canonical_method
+    Setting("method", "str", "astar", parse=canonical_method, normalize=lambda v, _p: canonical_method(v),
+            position=12, label="Method",
+            control=Control("radio", choices=tuple(METHOD_LABELS.values()), value=METHOD_LABELS["astar"],
+                            group="main"),
+            tip="A-STAR: keep the concepts' attention apart and on their regions (every step). Attend-and-Excite: "
+                "raise the attention peak of the most neglected concept (first half of the steps, iterative "
+                "refinement at 3 steps). Both: the two losses summed, with A-STAR's schedule. Switching sets the "
+                "method's default for Iterative refinement unless you changed it.",
+            infotext="method", show=METHOD_LABELS.__getitem__, paste=method_label_from,
+            xyz=Axis("[A-STAR] Method", str)),
+    # layout (paper section 5): ((concept, (x0, y0, x1, y1)), ...), fractions of the image; see layout_boxes.py
+    Setting("layout", "tuple", (), parse=_parse_layout, normalize=lambda v, _p: _parse_layout(v), position=13,
+            label="Boxes (JSON, fractions x0, y0, x1, y1)",
+            control=Control("textbox", placeholder='{"cat": [0, 0.2, 0.5, 0.9]}', group="layout"),
+            tip="Boxes per concept as fractions of the image (x0, y0, x1, y1), origin top left; drawn in the editor "
+                "above or typed as JSON: {\"cat\": [0, 0.2, 0.5, 0.9]}. A boxed concept's retention target is its "
+                "box; concepts without a box keep the normal one.",
+            infotext="layout", show=_layout_text, paste=layout_from,
+            xyz=Axis("[A-STAR] Layout", str, field=LAYOUT_SWITCH, choices=("On", "Off"))),
+    # retention weight of the boxed concepts (their box is the retention target)
+    Setting("layout_strength", "float", 1.0, bounds=(0.0, 100.0), position=14, label="Layout strength",
+            control=Control("slider", 0.0, 10.0, 0.1, group="layout"),
+            tip="Retention weight of the boxed concepts: how strongly their attention is pulled into their "
+                "box (every method, from the first step).",
+            infotext="layout strength", write=_write_layout_strength, read=_read_layout_strength,
+            paste=infotext_key("layout strength"), xyz=Axis("[A-STAR] Layout strength", float)),
+    Setting("layout_exclusive", "bool", False, position=15, label="Keep out of other boxes",
+            control=Control("checkbox", group="layout"),
+            tip="Also push each concept's attention out of the other concepts' boxes.",
+            infotext="layout exclusive", write=_write_layout_exclusive, read=_read_layout_exclusive,
+            paste=_paste_layout_exclusive, paste_name=False),
+    Setting("maps_view", "str", "overlay", choices=MAPS_VIEWS, position=16, label="Maps view",
+            control=Control("radio"),
+            tip="What Show attention maps adds: overlays on the image, the before/after grid at four steps, "
+                "or both."),
+    # how the step size becomes an update (step_rule.py); "auto": the method's
+    Setting("step_rule", "str", AUTO, normalize=_normalize_step_rule, check=_check_step_rule,
+            by_method={"astar": DEFAULT_RULE, "aae": "v1", "both": DEFAULT_RULE}, position=17, label="Step rule",
+            control=Control("radio", choices=STEP_RULE_CHOICES),
+            tip="How the step size becomes an update. auto: the method's rule (balanced for A-STAR and Both, "
+                "v1 for Attend-and-Excite). balanced: the losses are means over concept pairs and concepts, "
+                "beyond 10 steps each step's push shrinks (50 steps push about twice as far as 10, not five "
+                "times) and the update is smoothed at the attention maps' scale (less grain). v1: the paper's "
+                "sums at every step, as before; infotexts without a step rule were made with it.",
+            infotext="step rule", write=_write_step_rule, read=_read_step_rule, paste=step_rule_in,
+            xyz=Axis("[A-STAR] Step rule", str)),
+)
+
+SETTINGS = SettingsTable(
+    ROWS,
+    # the order of the infotext's entries since the first versions; rows added later follow in table order
+    infotext_order=("concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold", "method",
+                    "step_rule", "iterative", "hires", "layout", "layout_strength", "layout_exclusive"),
+    check=_check_enabled,
+    doc="Parameters (one field per row of SETTINGS). Defaults follow method.md (A-STAR where given, "
+        "Attend-and-Excite elsewhere); the dataclass defaults are A-STAR's, `create` fills the method-dependent "
+        "ones (METHOD_DEFAULTS) of the chosen method.",
+)
+SegretParams = SETTINGS.params
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {m: SETTINGS.method_defaults(m) for m in METHODS}
+
+
+def method_defaults(method: Any) -> dict[str, Any]:
+    """The method-dependent defaults of `method` (see METHOD_DEFAULTS)."""
+    return dict(METHOD_DEFAULTS[canonical_method(method)])
 
 
 DEFAULTS = SegretParams()
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
-UI_FIELDS: tuple[str, ...] = (
-    "enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold_mode", "threshold",
-    "iterative", "show_maps", "hires", "low_vram", "method", "layout", "layout_strength", "layout_exclusive",
-    "maps_view", "step_rule",
-)
+UI_FIELDS: tuple[str, ...] = SETTINGS.positional
 """Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order (new fields
 are appended, so older, shorter lists keep their meaning)."""

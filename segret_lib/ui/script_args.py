@@ -1,34 +1,40 @@
-"""Script arguments -> SegretParams: the UI's positional values or the HTTP API's dict (host-free)."""
+"""Script arguments -> SegretParams: the UI's positional values or the HTTP API's dict (host-free), both derived
+from the settings table (settings/params.py SETTINGS: the positional order, the API dict's keys, the method's
+defaults)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ..settings.params import (
+from ..settings.params import (  # noqa: F401 (threshold_from, threshold_mode_from: re-exported)
     FALSE_WORDS,
-    METHOD_DEFAULTS,
+    LAYOUT_SWITCH,
+    SETTINGS,
     TRUE_WORDS,
-    UI_FIELDS,
     ParamError,
     SegretParams,
     canonical_method,
     read_switch,
+    threshold_from,
+    threshold_mode_from,
 )
+from ..settings.table import SettingsTable
 
 OVERRIDES_ATTR = "segret_overrides"  # dict set on p by X/Y/Z-plot axes
-LAYOUT_SWITCH = "layout_on"  # X/Y/Z override key: "On" keeps the layout, "Off" drops its boxes
 
 
-def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> SegretParams:
+def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = None,
+                     table: SettingsTable = SETTINGS) -> SegretParams:
     """Script args -> SegretParams. Accepts the UI's positional values, or one dict (HTTP API).
 
     Method defaults (params.METHOD_DEFAULTS): in the dict, only the keys given are explicit, the others take the
     method's defaults. The positional values are the UI's, every one explicit (a list too short to hold the newer
     settings gets their defaults: the step rule "auto", the method's); an X/Y/Z override of the method
     switches them as the UI does (switch_method). The override LAYOUT_SWITCH "Off" drops the layout's boxes.
-    Raises ParamError with a message that names the bad value.
+    Raises ParamError with a message that names the bad value. `table`: the settings (SETTINGS).
     """
+    fields = table.positional
     overrides = dict(overrides) if overrides else None
     layout_on = overrides.pop(LAYOUT_SWITCH, None) if overrides else None
     if args and isinstance(args[0], dict):  # API: {"args": [{...}]}; the UI defaults after it are ignored
@@ -39,17 +45,17 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
     elif len(args) == 0:
         values = {"enabled": False}
     else:
-        if len(args) > len(UI_FIELDS):
-            raise ParamError(f"A-STAR takes at most {len(UI_FIELDS)} args ({', '.join(UI_FIELDS)}), got {len(args)}")
-        values = dict(zip(UI_FIELDS, args, strict=False))
+        if len(args) > len(fields):
+            raise ParamError(f"A-STAR takes at most {len(fields)} args ({', '.join(fields)}), got {len(args)}")
+        values = dict(zip(fields, args, strict=False))
         if overrides:
             overrides = dict(overrides)
             if "method" in overrides:
-                values = switch_method(values, values.get("method", "astar"), overrides.pop("method"))
+                values = switch_method(values, values.get("method", "astar"), overrides.pop("method"), table)
             values.update(overrides)
     if layout_on is not None and not layout_switch_value(layout_on):
         values["layout"] = ""
-    return SegretParams.create(**values)
+    return table.params.create(**values)
 
 
 def layout_switch_value(value: Any) -> bool:
@@ -60,16 +66,17 @@ def layout_switch_value(value: Any) -> bool:
         raise ParamError(f"the layout axis takes On or Off, got {value!r}") from None
 
 
-def switch_method(values: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:
+def switch_method(values: dict[str, Any], old: Any, new: Any, table: SettingsTable = SETTINGS) -> dict[str, Any]:
     """values with the method switched from `old` to `new`, the UI's rule: a method-dependent setting that still
     holds the old method's default is explicit for nobody and takes the new method's default; one that differs
     from it was set by the user and is kept. Returns a new dict."""
     old_name, new_name = canonical_method(old), canonical_method(new)
     out = dict(values)
     out["method"] = new_name
-    for name, old_default in METHOD_DEFAULTS[old_name].items():
+    old_defaults, new_defaults = table.method_defaults(old_name), table.method_defaults(new_name)
+    for name, old_default in old_defaults.items():
         if name in out and _same(out[name], old_default):
-            out[name] = METHOD_DEFAULTS[new_name][name]
+            out[name] = new_defaults[name]
     return out
 
 
@@ -92,18 +99,3 @@ def looks_enabled(args: Sequence[Any]) -> bool:
     if args and isinstance(args[0], dict):
         return str(args[0].get("enabled", True)).lower() not in ("false", "0", "no", "off")
     return bool(args and args[0])
-
-
-def threshold_mode_from(value) -> str | None:
-    """Infotext `A-STAR threshold` ("otsu" or a number) -> the Retention mask radio's value."""
-    if value is None:
-        return None
-    return "otsu" if str(value).strip().lower() == "otsu" else "fraction"
-
-
-def threshold_from(value) -> float | None:
-    """Infotext `A-STAR threshold` -> the Mask threshold slider's value (None for otsu)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

@@ -5,23 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..settings.params import METHOD_LABELS
-from ..settings.params import STEP_RULE_CHOICES as CHOICES
-from .script_args import LAYOUT_SWITCH, OVERRIDES_ATTR
+from ..settings.params import SETTINGS
+from ..settings.table import SettingsTable
+from .script_args import OVERRIDES_ATTR
 
-XYZ_AXES = (
-    ("[A-STAR] Segregation weight", "seg_weight", float),
-    ("[A-STAR] Retention weight", "ret_weight", float),
-    ("[A-STAR] Step size", "step_size", float),
-    ("[A-STAR] Last refined step", "last_step", int),
-    ("[A-STAR] Method", "method", str),
-    ("[A-STAR] Layout", LAYOUT_SWITCH, str),
-    ("[A-STAR] Layout strength", "layout_strength", float),
-    ("[A-STAR] Step rule", "step_rule", str),
-)
+# (label, override key, value type) of every axis, from the settings table's rows (Setting.xyz)
+XYZ_AXES = tuple((label, field, kind) for label, field, kind, _ in SETTINGS.xyz_axes())
 # axes with a fixed set of values get a dropdown in the X/Y/Z plot
-XYZ_CHOICES = {"method": lambda: list(METHOD_LABELS.values()), LAYOUT_SWITCH: lambda: ["On", "Off"],
-               "step_rule": lambda: list(CHOICES)}
+XYZ_CHOICES = {field: (lambda c=choices: list(c)) for _, field, _, choices in SETTINGS.xyz_axes() if choices}
 XYZ_MODULES = ("xyz_grid.py", "scripts.xyz_grid")
 
 
@@ -34,7 +25,7 @@ def _xyz_apply(field: str):
     return apply
 
 
-def add_xyz_axes(scripts_data: Iterable[Any]) -> bool:
+def add_xyz_axes(scripts_data: Iterable[Any], table: SettingsTable = SETTINGS) -> bool:
     """Register our axes with the X/Y/Z plot script found in scripts_data; returns whether it was found.
 
     Idempotent: axes already registered (by label) are not added twice.
@@ -46,8 +37,8 @@ def add_xyz_axes(scripts_data: Iterable[Any]) -> bool:
     else:
         return False
     known = {getattr(o, "label", None) for o in xyz.axis_options}
-    for label, field, kind in XYZ_AXES:
+    for label, field, kind, choices in table.xyz_axes():
         if label not in known:
-            extra = {"choices": XYZ_CHOICES[field]} if field in XYZ_CHOICES else {}
+            extra = {"choices": lambda c=choices: list(c)} if choices else {}
             xyz.axis_options.append(xyz.AxisOption(label, kind, _xyz_apply(field), **extra))
     return True

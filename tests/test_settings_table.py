@@ -1,0 +1,132 @@
+"""Adding a setting is one row of the settings table: a new "binding weight" row shows up in validation, the
+infotext (written and read), paste, the API dict, the positional list (at the end), the accordion and the X/Y/Z
+axes, while the real table, and every infotext without the new key, stay as they were."""
+
+import html
+import json
+import re
+
+import gradio as gr
+import pytest
+from modules.ui_components import InputAccordion
+
+from segret_lib.settings.params import SETTINGS, UI_FIELDS, ParamError, SegretParams
+from segret_lib.settings.table import Axis, Control, Setting, SettingsTable
+from segret_lib.ui import accordion, xyz_axes
+from segret_lib.ui.script_args import params_from_args, switch_method
+from tests.settings_golden import DEFAULT_UI, INFOTEXTS
+
+BINDING = Setting("binding_weight", "float", 0.0, bounds=(0.0, 10.0),
+                  by_method={"astar": 0.0, "aae": 0.0, "both": 0.5}, position=len(UI_FIELDS),
+                  label="Binding weight", control=Control("slider", 0.0, 2.0, 0.05),
+                  tip="How strongly each attribute's attention is pulled onto its object's.",
+                  infotext="binding weight", xyz=Axis("[A-STAR] Binding weight", float))
+TABLE = SETTINGS.with_rows(BINDING)
+Params = TABLE.params
+ON = {"enabled": True, "concepts": "cat, dog"}
+
+
+def test_the_row_is_a_validated_field_with_the_methods_default():
+    assert Params().binding_weight == 0.0 and not hasattr(SegretParams(), "binding_weight")
+    assert Params.create(**ON, method="Both").binding_weight == 0.5
+    assert Params.create(**ON, binding_weight="1.25").binding_weight == 1.25
+    with pytest.raises(ParamError, match=re.escape("binding_weight must be in [0.0, 10.0], got 11.0")):
+        Params.create(**ON, binding_weight=11)
+    with pytest.raises(ParamError, match="binding_weight must be a finite number, got nan"):
+        Params.create(**ON, binding_weight="nan")
+    with pytest.raises(ParamError, match="binding_weight: cannot read 'strong' as float"):
+        Params.create(**ON, binding_weight="strong")
+    with pytest.raises(ParamError, match=r"known: .*, step_rule, binding_weight$"):
+        Params.create(bindng_weight=1)
+
+
+def test_infotext_writes_it_when_set_and_reads_it_back():
+    p = Params.create(**ON, binding_weight=0.75)
+    info = p.to_infotext()
+    assert list(info)[-1] == "A-STAR binding weight" and info["A-STAR binding weight"] == "0.75"
+    assert Params.from_infotext(info) == p
+    both = Params.create(**ON, method="both", binding_weight=0.0)  # differs from Both's default 0.5: written
+    assert both.to_infotext()["A-STAR binding weight"] == "0" and Params.from_infotext(both.to_infotext()) == both
+    # at the default the infotext is today's, and infotexts without the key read as before
+    for method in ("astar", "aae", "both"):
+        new, old = Params.create(**ON, method=method), SegretParams.create(**ON, method=method)
+        assert new.to_infotext() == old.to_infotext()
+    for info in INFOTEXTS:
+        try:
+            old = SegretParams.from_infotext(info)
+        except ParamError as e:
+            with pytest.raises(ParamError, match=re.escape(str(e))):
+                Params.from_infotext(info)
+            continue
+        new = Params.from_infotext(info)
+        assert {n: getattr(new, n) for n in SETTINGS.names} == {n: getattr(old, n) for n in SETTINGS.names}
+        assert new.binding_weight == (0.5 if old.method == "both" else 0.0)
+
+
+def test_api_dict_positional_list_and_overrides_take_it():
+    assert TABLE.positional == (*UI_FIELDS, "binding_weight") and "binding_weight" in TABLE.api_keys
+    assert params_from_args([{**ON, "binding_weight": 0.7}], table=TABLE).binding_weight == 0.7
+    assert params_from_args([{**ON, "method": "Both"}], table=TABLE).binding_weight == 0.5
+    with pytest.raises(ParamError, match="binding_weight must be in"):
+        params_from_args([{**ON, "binding_weight": -1}], table=TABLE)
+    assert params_from_args([*DEFAULT_UI, 0.3], table=TABLE).binding_weight == 0.3
+    assert params_from_args(DEFAULT_UI, table=TABLE).binding_weight == 0.0  # an older, shorter list
+    assert params_from_args([*DEFAULT_UI, 0.3], {"binding_weight": 1.5}, table=TABLE).binding_weight == 1.5
+    with pytest.raises(ParamError, match=f"at most {len(UI_FIELDS) + 1} args"):
+        params_from_args([*DEFAULT_UI, 0.3, 1], table=TABLE)
+    with pytest.raises(ParamError, match=f"at most {len(UI_FIELDS)} args"):
+        params_from_args([*DEFAULT_UI, 0.3])  # the real table does not know it
+    # the UI's method switch moves it like the other method-dependent settings
+    assert switch_method({"binding_weight": 0.0}, "astar", "both", TABLE)["binding_weight"] == 0.5
+    assert switch_method({"binding_weight": 0.2}, "astar", "both", TABLE)["binding_weight"] == 0.2
+
+
+def test_accordion_shows_and_pastes_it():
+    with gr.Blocks():
+        parts = accordion.build_ui(False, InputAccordion, TABLE)
+    control = parts.components[-1]
+    assert len(parts.components) == len(TABLE.positional)
+    assert isinstance(control, gr.Slider) and control.elem_id == "segret_txt2img_binding_weight"
+    assert (control.label, control.value, control.minimum, control.maximum) == ("Binding weight", 0.0, 0.0, 2.0)
+    parent = control.parent
+    while parent is not None and getattr(parent, "elem_id", None) != "segret_txt2img_advanced":
+        parent = parent.parent
+    assert parent is not None  # placed in "Advanced" by its Control.group
+    holder = next(b for b in parent.parent.children if getattr(b, "elem_id", None) == "segret_txt2img_chips")
+    tips = json.loads(html.unescape(re.search(r'data-tips="([^"]*)"', holder.value).group(1)))
+    assert tips["segret_txt2img_binding_weight"] == BINDING.tip
+    source = dict((id(c), k) for c, k in parts.infotext_fields)[id(control)]
+    assert source({"A-STAR concepts": "cat", "A-STAR binding weight": "0.4"}) == "0.4"
+    assert source({"A-STAR concepts": "cat"}) == 0.0  # an A-STAR infotext without it: the default...
+    assert source({"A-STAR concepts": "cat", "A-STAR method": "Both"}) == 0.5  # ...of its method
+    assert source({"Steps": "20"}) is None  # not an A-STAR infotext: left as it is
+    assert parts.paste_field_names[-1] == "A-STAR binding weight"
+
+
+def test_xyz_axis_is_registered_and_overrides_it():
+    class AxisOption:
+        def __init__(self, label, type, apply, **kwargs):
+            self.label, self.type, self.apply = label, type, apply
+
+    class Data:
+        script_class = type("Script", (), {"__module__": "xyz_grid.py"})
+        module = type("xyz", (), {"AxisOption": AxisOption, "axis_options": []})
+
+    assert xyz_axes.add_xyz_axes([Data], TABLE)
+    axis = Data.module.axis_options[-1]
+    assert (axis.label, axis.type) == ("[A-STAR] Binding weight", float)
+    assert [o.label for o in Data.module.axis_options[:-1]] == [a[0] for a in xyz_axes.XYZ_AXES]
+    p = type("P", (), {})()
+    axis.apply(p, 1.75, [1.75])
+    assert params_from_args([*DEFAULT_UI, 0.3], p.segret_overrides, table=TABLE).binding_weight == 1.75
+
+
+def test_a_table_that_breaks_old_lists_or_keys_is_refused():
+    with pytest.raises(ValueError, match="positions"):
+        SETTINGS.with_rows(Setting("x", "float", 0.0, position=3))
+    with pytest.raises(ValueError, match="infotext keys"):
+        SETTINGS.with_rows(Setting("x", "float", 0.0, infotext="step size"))
+    with pytest.raises(ValueError, match="infotext keys"):
+        SETTINGS.with_rows(Setting("x", "float", 0.0, infotext="warnings"))
+    with pytest.raises(ValueError, match="one name"):
+        SettingsTable((*SETTINGS.rows, SETTINGS.row("seg_weight")))
