@@ -5,6 +5,7 @@ functions below (threshold, iterative refinement, method, step rule, layout)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
@@ -156,7 +157,7 @@ def _check_targets(value: tuple, _p: Any) -> None:
     if not value:
         raise ParamError("iterative_target needs at least one value")
     for v in value:
-        if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ParamError(f"iterative_target must be finite numbers, got {value!r}")
         if not 0.0 <= v <= 100.0:
             raise ParamError(f"iterative_target must be in [0.0, 100.0], got {v}")

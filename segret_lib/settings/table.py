@@ -59,8 +59,9 @@ def concepts_in(info: Mapping[str, Any]) -> bool:
 class Control:
     """How the accordion shows a setting (described here, built with gradio in ui/accordion.py).
 
-    kind: "checkbox", "slider", "radio" or "textbox"; `choices` and `value` default to the row's; `group` is
-    where a control not placed by the accordion's layout goes ("main", "advanced" or "layout")."""
+    kind: "checkbox", "slider", "radio", "textbox" (or "accordion": the enable switch); `choices` and `value`
+    default to the row's; `group` is where a control not placed by the accordion's layout goes ("main",
+    "advanced" or "layout")."""
 
     kind: str
     minimum: float = 0.0
@@ -328,7 +329,7 @@ class SettingsTable:
         spec = [(r.name, r.type, field(default=r.default)) for r in self.rows]
         cls = dataclasses.make_dataclass(name, spec, bases=(ParamsBase,), frozen=True,
                                          namespace={"TABLE": self, "__doc__": doc})
-        cls.__module__ = __name__.rsplit(".", 1)[0] + ".params"
+        cls.__module__ = __name__.rsplit(".", 1)[0] + ".params"  # where SETTINGS' class lives (pickle, repr)
         return cls
 
     # ---------------------------------------------------------------- derived structures
