@@ -54,10 +54,10 @@ from segret_lib.engine.checkpointing import unet_blocks  # noqa: E402
 from segret_lib.engine.session import PassInfo, SegretSession  # noqa: E402
 from segret_lib.engine.tokens import map_concepts  # noqa: E402
 from segret_lib.settings.params import SegretParams  # noqa: E402
+from segret_lib.testing.cfg import CFGModel  # noqa: E402
 from segret_lib.testing.profiling import per_refined_step  # noqa: E402
-from tests.cfg_host import CFGModel  # noqa: E402
-from tests.thirdparty import k_diffusion  # noqa: E402
-from tests.tiny_models import TinyLDM, TinyTextEncoder, sdp_attention_forward  # noqa: E402
+from segret_lib.testing.thirdparty import k_diffusion  # noqa: E402
+from segret_lib.testing.tiny_models import TinyLDM, TinyTextEncoder, sdp_attention_forward  # noqa: E402
 
 PROMPT = "a photo of a cat and a dog with a bird and a horse"
 ALL_CONCEPTS = ("cat", "dog", "bird", "horse")

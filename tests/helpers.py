@@ -11,9 +11,9 @@ from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.engine.session import PassInfo, SegretSession
 from segret_lib.engine.tokens import map_concepts
 from segret_lib.settings.params import SegretParams
-from tests.cfg_host import CFGModel
-from tests.thirdparty import k_diffusion
-from tests.tiny_models import TinyLDM, TinyTextEncoder, tiny_unet
+from segret_lib.testing.cfg import CFGModel
+from segret_lib.testing.thirdparty import k_diffusion
+from segret_lib.testing.tiny_models import TinyLDM, TinyTextEncoder, tiny_unet
 
 
 @dataclass

@@ -9,8 +9,8 @@ from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.engine.schedule import StepTracker, evaluation_pattern, snapshot_steps
 from segret_lib.engine.session import PassInfo, SegretSession
 from segret_lib.render.visualize import session_grids
+from segret_lib.testing.tiny_models import tiny_unet
 from tests.helpers import make_rig
-from tests.tiny_models import tiny_unet
 
 PROMPTS = ["a cat and a dog"]
 
