@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segret_lib.engine.capture import cross_attention_modules
-from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.engine.session import PassInfo, SegretSession
-from segret_lib.engine.tokens import map_concepts
+from segret_lib.engine.session_factory import session_for_prompts
 from segret_lib.settings.params import V1_STEP_SIZE, SegretParams
 from segret_lib.testing.cfg import CFGModel
 from segret_lib.testing.thirdparty import k_diffusion
@@ -111,16 +109,13 @@ class Engine:
 
     def session(self, specs: Sequence[PromptSpec], params: SegretParams) -> SegretSession:
         """A session for one batch; each image gets its own prompt's concepts (params holds the settings)."""
-        found, n_real = [], []
-        for spec in specs:
-            pt = self.model.text.prompt_tokens(spec.prompt)
-            concepts, warnings = map_concepts(pt, spec.concepts, self.model.text.encode, self.model.text.decode)
-            if warnings:
-                raise ValueError(f"{spec.prompt!r}: {'; '.join(warnings)}")
-            found.append(concepts)
-            n_real.append(pt.n_real)
-        return SegretSession(params, cross_attention_modules(self.model.unet), found, n_real,
-                             blocks=unet_blocks(self.model.unet))
+        text = self.model.text
+        session, warnings = session_for_prompts(params, self.model.unet, [text.prompt_tokens(s.prompt) for s in specs],
+                                                text.encode, text.decode, [spec.concepts for spec in specs])
+        for spec, dropped in zip(specs, warnings, strict=True):
+            if dropped:
+                raise ValueError(f"{spec.prompt!r}: {'; '.join(dropped)}")
+        return session
 
     @torch.no_grad()
     def sample(self, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int, cfg: float,

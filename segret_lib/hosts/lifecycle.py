@@ -17,11 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.capture import cross_attention_modules
-from ..engine.checkpointing import unet_blocks
 from ..engine.prompt_plan import PromptPlan
 from ..engine.schedule import evaluation_pattern
 from ..engine.session import PassInfo, SegretSession
+from ..engine.session_factory import new_session
 from ..settings.params import INFOTEXT_PREFIX, ParamError
 from ..settings.text import shorten
 from ..ui.accordion import build_ui
@@ -187,9 +186,8 @@ class ScriptLifecycle:
         unet = host.unet(p.sd_model)
         host.prepare_pass(p, gen, unet)
         if gen.session is None:
-            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, keys,
-                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram,
-                                        model=unet, layout=gen.layout)
+            gen.session = new_session(gen.params, unet, concepts, keys, chunk_size=gen.chunk_size,
+                                      low_vram=gen.low_vram, layout=gen.layout)
         else:
             gen.session.set_tokens(concepts, keys)
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)
@@ -203,7 +201,7 @@ class ScriptLifecycle:
 
     def _hook_sampler(self, p, sampler, gen: Generation, plan: PromptPlan) -> None:
         host = self.host
-        session = gen.session
+        session: SegretSession = gen.session
         denoiser = sampler.model_wrap_cfg
         first_call = [True]
         in_use = [plan.key(0)]  # the prompt-editing entries the session's token positions belong to
