@@ -26,14 +26,13 @@ from ..settings.text import shorten
 from ..ui.accordion import build_ui
 from ..ui.script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
 from .generation import Generation
+from .host_pass import HostPass
 
 log = logging.getLogger("segret")
 
 TITLE = "A-STAR"
 WARNINGS_KEY = f"{INFOTEXT_PREFIX} warnings"
 RESULT_KEY = f"{INFOTEXT_PREFIX} result"
-
-RunUnet = Callable[..., Any]
 
 
 class Host:
@@ -61,11 +60,9 @@ class Host:
         """Whether the CFG denoiser receives timesteps (DDIM/PLMS/UniPC) rather than sigmas."""
         return type(sampler).__name__ == "CompVisSampler" or hasattr(sampler, "alphas_cumprod")
 
-    def prepare_pass(self, p, gen: Generation, unet: nn.Module) -> None:
-        """Host-specific setup of one sampling pass (gradient guards, memory); undone by gen.end_pass()."""
-
-    def runners(self, p, denoiser, gen: Generation, cond, uncond, image_cond) -> tuple[RunUnet, RunUnet]:
-        """(conditional-only runner, CFG-layout runner) for one model call of the sampler (see session.RunUnet)."""
+    def begin_pass(self, p, unet: nn.Module) -> HostPass:
+        """Set up one sampling pass (gradient guards, memory): its runners and what undoes the setup (its close(),
+        which gen.end_pass() calls). A setup that fails half-way undoes itself and raises."""
         raise NotImplementedError
 
 
@@ -165,7 +162,7 @@ class ScriptLifecycle:
 
     # ------------------------------------------------------------------ one sampling pass
     def _begin_pass(self, p, gen: Generation, hires: bool, x: torch.Tensor | None) -> None:
-        if gen.out_of_memory:
+        if gen.fallbacks.out_of_memory and gen.session is None:
             gen.warn("out of memory in an earlier batch; A-STAR switched off for this generation")
             return
         host = self.host
@@ -184,10 +181,9 @@ class ScriptLifecycle:
                 and gen.params.ret_weight == 0):
             gen.warn("segregation needs two concepts in the prompt")
         unet = host.unet(p.sd_model)
-        host.prepare_pass(p, gen, unet)
+        gen.host_pass = host.begin_pass(p, unet)
         if gen.session is None:
-            gen.session = new_session(gen.params, unet, concepts, keys, chunk_size=gen.chunk_size,
-                                      low_vram=gen.low_vram, layout=gen.layout)
+            gen.session = new_session(gen.params, unet, concepts, keys, fallbacks=gen.fallbacks)
         else:
             gen.session.set_tokens(concepts, keys)
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)
@@ -202,6 +198,7 @@ class ScriptLifecycle:
     def _hook_sampler(self, p, sampler, gen: Generation, plan: PromptPlan) -> None:
         host = self.host
         session: SegretSession = gen.session
+        host_pass: HostPass = gen.host_pass
         denoiser = sampler.model_wrap_cfg
         first_call = [True]
         in_use = [plan.key(0)]  # the prompt-editing entries the session's token positions belong to
@@ -221,7 +218,7 @@ class ScriptLifecycle:
                     uncond = kwargs.get("uncond", args[0] if len(args) > 0 else None)
                     cond = kwargs.get("cond", args[1] if len(args) > 1 else None)
                     image_cond = kwargs.get("image_cond", args[4] if len(args) > 4 else None)
-                    session.before_model_call(x, sigma, *host.runners(p, denoiser, gen, cond, uncond, image_cond))
+                    session.before_model_call(x, sigma, *host_pass.runners(denoiser, session, cond, uncond, image_cond))
                 return original(x, sigma, *args, **kwargs)
 
             return forward
