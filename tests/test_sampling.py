@@ -206,7 +206,7 @@ def test_low_vram_refines_exactly_like_the_normal_pass(rig, sampler, early_exit,
 def test_low_vram_needs_the_unet_blocks(rig):
     session = rig.session(PROMPTS, low_vram=True)
     assert session.low_vram
-    bare = SegretSession(session.params, session.modules, session.concepts, session.n_real)
+    bare = SegretSession(session.params, session.modules, session.concepts, session.keys)
     assert not bare.low_vram  # nothing to checkpoint: the normal pass
 
 

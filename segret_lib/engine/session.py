@@ -93,20 +93,20 @@ class SegretSession:
     """Refines the sampler's latent once per sampling step for one generation."""
 
     def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
-                 concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys],
+                 concepts: Sequence[Sequence[ConceptTokens]], keys: Sequence[Keys],
                  record_snapshots: bool | None = None, blocks: Sequence[nn.Module] = (),
                  model: nn.Module | None = None, fallbacks: Fallbacks | None = None) -> None:
-        """n_real: each image's prompt keys (see Keys);
+        """keys: each image's prompt keys (see Keys);
         blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement;
         model: the UNet, whose parameters stop requiring grad during refinement; fallbacks: what earlier batches'
         fallbacks decided, updated in place (default: a fresh one, low VRAM as params.low_vram). Start with a
         session of one batch; see session_factory.new_session."""
-        if len(concepts) != len(n_real):
-            raise ValueError("one concept list and one token count per image are needed")
+        if len(concepts) != len(keys):
+            raise ValueError("one concept list and one set of prompt keys per image are needed")
         self.params = params
         self.modules = list(attn_modules)
         self.concepts = [list(c) for c in concepts]
-        self.n_real = list(n_real)
+        self.keys = list(keys)
         self.blocks = list(blocks)
         self.model = model
         self.fallbacks = Fallbacks(low_vram=params.low_vram) if fallbacks is None else fallbacks
@@ -140,14 +140,14 @@ class SegretSession:
             self.warnings.append(message)
             log.warning("A-STAR: %s", message)
 
-    def set_tokens(self, concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys]) -> None:
+    def set_tokens(self, concepts: Sequence[Sequence[ConceptTokens]], keys: Sequence[Keys]) -> None:
         """New concept positions per image (a new pass, or prompt editing switched the conditioning). An image
         whose concept words changed loses its retention mask: the previous step's regions were other words'."""
         for row, (old, new) in enumerate(zip(self.concepts, concepts, strict=True)):
             if [c.word for c in old] != [c.word for c in new]:
                 self.refiner.prev_masks[row] = None
         self.concepts = [list(c) for c in concepts]
-        self.n_real = list(n_real)
+        self.keys = list(keys)
         self._apply_layout_boxes()
 
     def _apply_layout_boxes(self) -> None:
@@ -352,7 +352,7 @@ class SegretSession:
                 else torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
 
     def _keys(self, row: int, part: int) -> int | Sequence[int]:
-        keys = self.n_real[row]
+        keys = self.keys[row]
         if isinstance(keys, Mapping):
             return keys[part]
         return keys

@@ -387,8 +387,6 @@ def step_rule_in(info: Mapping[str, Any]) -> str | None:
     return "v1" if key + "concepts" in info else None
 
 
-DEFAULTS = SegretParams()
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
 UI_FIELDS: tuple[str, ...] = (
     "enabled", "concepts", "seg_weight", "ret_weight", "step_size", "last_step", "threshold_mode", "threshold",
     "iterative", "show_maps", "hires", "low_vram", "method", "layout", "layout_strength", "layout_exclusive",
