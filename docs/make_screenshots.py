@@ -27,7 +27,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.integration.conftest import WebUI  # noqa: E402
+from segret_lib.testing.webui_process import WebUI  # noqa: E402
 
 DOCS = ROOT / "docs"
 PORT = 9333

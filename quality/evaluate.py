@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segret_lib.engine.capture import cross_attention_modules
-from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.engine.session import PassInfo, SegretSession
-from segret_lib.engine.tokens import map_concepts
+from segret_lib.engine.session_factory import session_for_prompts
 from segret_lib.settings.params import V1_STEP_SIZE, SegretParams
-from tests.thirdparty import k_diffusion
+from segret_lib.testing.cfg import CFGModel
+from segret_lib.testing.thirdparty import k_diffusion
 
 from .dataset import COLOURS, SHAPES, SIZE
 from .detector import detect, judge, stray_share
@@ -97,33 +96,6 @@ def seed_noise_sampler(seeds: Sequence[int]):
     return sample
 
 
-class CFGDenoiser:
-    """k-diffusion model wrapper shaped like the WebUI's CFG denoiser; calls the session before each evaluation.
-
-    The guided prediction of the clean image is clipped to [-1, 1], as pixel-space samplers do (DDPM's
-    clip_denoised; the DDIM loop below does the same): without it this small model's errors at high noise
-    accumulate into tinted, grainy images."""
-
-    def __init__(self, denoiser, cond: torch.Tensor, uncond: torch.Tensor, scale: float,
-                 session: SegretSession | None) -> None:
-        self.denoiser, self.cond, self.uncond, self.scale, self.session = denoiser, cond, uncond, scale, session
-
-    def run_unet(self, x: torch.Tensor, sigma: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
-        return self.denoiser(x, sigma, cond={"c_crossattn": [self.cond[list(rows)]]})
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
-        if self.session is not None:
-            self.session.before_model_call(x, sigma, self.run_unet)
-        n = x.shape[0]
-        out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
-                            cond={"c_crossattn": [torch.cat([self.cond, self.uncond])]})
-        return (out[n:] + (out[:n] - out[n:]) * self.scale).clamp(-1, 1)
-
-    def callback(self, _info) -> None:
-        if self.session is not None:
-            self.session.on_sampler_callback()
-
-
 @dataclass
 class Engine:
     """The trained model, its k-diffusion denoiser, and a builder for SegretSessions."""
@@ -137,16 +109,13 @@ class Engine:
 
     def session(self, specs: Sequence[PromptSpec], params: SegretParams) -> SegretSession:
         """A session for one batch; each image gets its own prompt's concepts (params holds the settings)."""
-        found, n_real = [], []
-        for spec in specs:
-            pt = self.model.text.prompt_tokens(spec.prompt)
-            concepts, warnings = map_concepts(pt, spec.concepts, self.model.text.encode, self.model.text.decode)
-            if warnings:
-                raise ValueError(f"{spec.prompt!r}: {'; '.join(warnings)}")
-            found.append(concepts)
-            n_real.append(pt.n_real)
-        return SegretSession(params, cross_attention_modules(self.model.unet), found, n_real,
-                             blocks=unet_blocks(self.model.unet))
+        text = self.model.text
+        session, warnings = session_for_prompts(params, self.model.unet, [text.prompt_tokens(s.prompt) for s in specs],
+                                                text.encode, text.decode, [spec.concepts for spec in specs])
+        for spec, dropped in zip(specs, warnings, strict=True):
+            if dropped:
+                raise ValueError(f"{spec.prompt!r}: {'; '.join(dropped)}")
+        return session
 
     @torch.no_grad()
     def sample(self, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int, cfg: float,
@@ -179,7 +148,8 @@ class Engine:
             sigmas = ks.get_sigmas_karras(steps, float(self.denoiser.sigma_min), float(self.denoiser.sigma_max))
         else:
             sigmas = self.denoiser.get_sigmas(steps)
-        model = CFGDenoiser(self.denoiser, cond, uncond, cfg, session)
+        # pixel space: the guided prediction is clipped to [-1, 1] (the DDIM loop below clips x0 too)
+        model = CFGModel(self.denoiser, cond, uncond, cfg, session, clip_denoised=True)
         if session is not None:
             session.begin_pass(PassInfo((SIZE, SIZE), steps, "sigma", "first_order"))
         x = noise * sigmas[0]

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from segret_lib.engine.tokens import CHUNK_TOKENS
-from tests.thirdparty import ClipWords
+from segret_lib.testing.thirdparty import ClipWords
 
 from .dataset import COLOURS, SHAPES
 

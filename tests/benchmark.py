@@ -49,15 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from segret_lib.engine.capture import cross_attention_modules  # noqa: E402
-from segret_lib.engine.checkpointing import unet_blocks  # noqa: E402
 from segret_lib.engine.session import PassInfo, SegretSession  # noqa: E402
-from segret_lib.engine.tokens import map_concepts  # noqa: E402
+from segret_lib.engine.session_factory import session_for_prompts  # noqa: E402
 from segret_lib.settings.params import SegretParams  # noqa: E402
+from segret_lib.testing.cfg import CFGModel  # noqa: E402
 from segret_lib.testing.profiling import per_refined_step  # noqa: E402
-from tests.cfg_host import CFGModel  # noqa: E402
-from tests.thirdparty import k_diffusion  # noqa: E402
-from tests.tiny_models import TinyLDM, TinyTextEncoder, sdp_attention_forward  # noqa: E402
+from segret_lib.testing.thirdparty import k_diffusion  # noqa: E402
+from segret_lib.testing.tiny_models import TinyLDM, TinyTextEncoder, sdp_attention_forward  # noqa: E402
 
 PROMPT = "a photo of a cat and a dog with a bird and a horse"
 ALL_CONCEPTS = ("cat", "dog", "bird", "horse")
@@ -144,10 +142,8 @@ class Bench:
     def session(self, mode: str, steps: int, n_concepts: int = 2) -> SegretSession:
         concepts = ALL_CONCEPTS[:n_concepts]
         params = SegretParams.create(enabled=True, concepts=concepts, **MODES[mode])
-        found, warnings = map_concepts(self.prompt_tokens, concepts, self.encode)
-        assert not warnings, warnings
-        session = SegretSession(params, cross_attention_modules(self.unet), [found] * self.batch,
-                                [self.prompt_tokens.n_real] * self.batch, blocks=unet_blocks(self.unet))
+        session, warnings = session_for_prompts(params, self.unet, [self.prompt_tokens] * self.batch, self.encode)
+        assert not any(warnings), warnings
         session.begin_pass(PassInfo((self.latent, self.latent), steps))
         return session
 

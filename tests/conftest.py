@@ -14,20 +14,20 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 @pytest.fixture(scope="session")
 def text_encoder():
-    from tests.tiny_models import TinyTextEncoder
+    from segret_lib.testing.tiny_models import TinyTextEncoder
 
     return TinyTextEncoder()
 
 
 @pytest.fixture
 def unet():
-    from tests.tiny_models import tiny_unet
+    from segret_lib.testing.tiny_models import tiny_unet
 
     return tiny_unet("sd1")
 
 
 @pytest.fixture
 def ldm(unet):
-    from tests.tiny_models import TinyLDM
+    from segret_lib.testing.tiny_models import TinyLDM
 
     return TinyLDM(unet)

@@ -6,14 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from segret_lib.engine.capture import cross_attention_modules
-from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.engine.session import PassInfo, SegretSession
-from segret_lib.engine.tokens import map_concepts
+from segret_lib.engine.session_factory import session_for_prompts
 from segret_lib.settings.params import SegretParams
-from tests.cfg_host import CFGModel
-from tests.thirdparty import k_diffusion
-from tests.tiny_models import TinyLDM, TinyTextEncoder, tiny_unet
+from segret_lib.testing.cfg import CFGModel
+from segret_lib.testing.thirdparty import k_diffusion
+from segret_lib.testing.tiny_models import TinyLDM, TinyTextEncoder, tiny_unet
 
 
 @dataclass
@@ -25,14 +23,9 @@ class Rig:
 
     def session(self, prompts, concepts=("cat", "dog"), **param_changes) -> SegretSession:
         params = SegretParams(enabled=True, concepts=tuple(concepts), **param_changes)
-        found, n_real = [], []
-        for prompt in prompts:
-            pt = self.encoder.prompt_tokens(prompt)
-            c, _ = map_concepts(pt, params.concepts, self.encoder.encode)
-            found.append(c)
-            n_real.append(pt.n_real)
-        return SegretSession(params, cross_attention_modules(self.unet), found, n_real,
-                             blocks=unet_blocks(self.unet))
+        tokens = [self.encoder.prompt_tokens(prompt) for prompt in prompts]
+        session, _ = session_for_prompts(params, self.unet, tokens, self.encoder.encode)
+        return session
 
     def sample(self, prompts, sampler="sample_euler", steps=6, seed=0, session=None, pattern="first_order",
                scale=7.0):

@@ -5,7 +5,7 @@ from ldm.modules.attention import CrossAttention
 from segret_lib.engine.attention_maps import capture_hw, concept_maps, smooth
 from segret_lib.engine.capture import AttentionCapture, CaptureComplete, cross_attention_modules, explicit_attention
 from segret_lib.engine.tokens import ConceptTokens
-from tests.tiny_models import sdp_attention_forward, tiny_unet
+from segret_lib.testing.tiny_models import sdp_attention_forward, tiny_unet
 
 
 def forwards(modules):

@@ -12,7 +12,7 @@ from segret_lib.hosts.forge import (
     transformer_options_for,
     unsupported_weights,
 )
-from tests.tiny_models import CONTEXT_DIM, tiny_unet
+from segret_lib.testing.tiny_models import CONTEXT_DIM, tiny_unet
 
 
 class GGUFParameter(nn.Parameter):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from segret_lib.engine.attention_maps import capture_hw
-from segret_lib.engine.layout import box_mask, image_target, in_box_fraction, layout_loss
+from segret_lib.engine.layout import box_mask, image_target, in_box_fraction, layout_terms
 from segret_lib.engine.map_history import MapAccumulator
 from segret_lib.engine.schedule import latent_scale
 from segret_lib.engine.session import PassInfo
@@ -22,6 +22,12 @@ from tests.helpers import make_rig
 
 PROMPT = "a cat and a dog"
 HALVES = "cat: 0 0 0.5 1; dog: 0.5 0 1 1"
+
+
+def layout_loss(method, maps, prev_masks, target, seg_weight, ret_weight, strength):
+    """layout_terms with the terms read as floats."""
+    loss, terms = layout_terms(method, maps, prev_masks, target, seg_weight, ret_weight, strength)
+    return loss, {k: float(v) for k, v in terms.items()}
 
 
 # ------------------------------------------------------------------------------------------------- parsing

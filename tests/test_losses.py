@@ -7,13 +7,23 @@ from segret_lib.engine.attention_maps import concept_maps
 from segret_lib.engine.losses import (
     binarize,
     excite_loss,
-    method_loss,
+    loss_terms,
     otsu_threshold,
     retention_loss,
     segregation_loss,
-    total_loss,
 )
 from segret_lib.engine.tokens import ConceptTokens
+
+
+def method_loss(method, maps, prev_masks, seg_weight=1.0, ret_weight=1.0):
+    """loss_terms with the terms read as floats."""
+    loss, terms = loss_terms(method, maps, prev_masks, seg_weight, ret_weight)
+    return loss, {k: float(v) for k, v in terms.items()}
+
+
+def total_loss(maps, prev_masks, seg_weight=1.0, ret_weight=1.0):
+    """Eq. 4: w_seg * L_seg + w_ret * L_ret (the A-STAR method)."""
+    return method_loss("astar", maps, prev_masks, seg_weight, ret_weight)
 
 
 def blob(h, w, y0, y1, x0, x1, value=1.0):

@@ -9,8 +9,8 @@ from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.engine.schedule import StepTracker, evaluation_pattern, snapshot_steps
 from segret_lib.engine.session import PassInfo, SegretSession
 from segret_lib.render.visualize import session_grids
+from segret_lib.testing.tiny_models import tiny_unet
 from tests.helpers import make_rig
-from tests.tiny_models import tiny_unet
 
 PROMPTS = ["a cat and a dog"]
 
@@ -206,7 +206,7 @@ def test_low_vram_refines_exactly_like_the_normal_pass(rig, sampler, early_exit,
 def test_low_vram_needs_the_unet_blocks(rig):
     session = rig.session(PROMPTS, low_vram=True)
     assert session.low_vram
-    bare = SegretSession(session.params, session.modules, session.concepts, session.n_real)
+    bare = SegretSession(session.params, session.modules, session.concepts, session.keys)
     assert not bare.low_vram  # nothing to checkpoint: the normal pass
 
 

@@ -144,9 +144,3 @@ def layout_terms(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | Non
             loss = loss + strength * outside
     return loss, terms
 
-
-def layout_loss(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | None, target: LayoutTarget,
-                seg_weight: float, ret_weight: float, strength: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """layout_terms with the terms read back as floats."""
-    loss, terms = layout_terms(method, maps, prev_masks, target, seg_weight, ret_weight, strength)
-    return loss, {k: float(v) for k, v in terms.items()}

@@ -107,24 +107,3 @@ def loss_terms(
         terms["aae"] = aae.detach()
     return loss, terms
 
-
-def total_loss(
-    maps: torch.Tensor,
-    prev_masks: torch.Tensor | None,
-    seg_weight: float = 1.0,
-    ret_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 4: w_seg * L_seg + w_ret * L_ret. L_ret is skipped when there is no mask yet (first step)."""
-    return method_loss("astar", maps, prev_masks, seg_weight, ret_weight)
-
-
-def method_loss(
-    method: str,
-    maps: torch.Tensor,
-    prev_masks: torch.Tensor | None,
-    seg_weight: float = 1.0,
-    ret_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """loss_terms with the terms read back as floats (one host read per term)."""
-    loss, terms = loss_terms(method, maps, prev_masks, seg_weight, ret_weight)
-    return loss, {k: float(v) for k, v in terms.items()}

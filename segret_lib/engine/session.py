@@ -38,7 +38,7 @@ RunUnet = Callable[..., object]
 # mapping from sub-prompt index to those positions.
 Keys = int | Sequence[int] | Mapping[int, Sequence[int]]
 
-LAYOUTS = {"cond": "conditional rows only", "cfg": "CFG batch layout (cond + uncond rows)"}
+BATCH_LAYOUTS = {"cond": "conditional rows only", "cfg": "CFG batch layout (cond + uncond rows)"}
 
 
 class ModelSwitched(RuntimeError):
@@ -49,6 +49,22 @@ def is_out_of_memory(err: BaseException) -> bool:
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
                                   getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
     return isinstance(err, oom_types) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+@dataclass
+class Fallbacks:
+    """What the session's fallbacks decided; its owner (the generation) hands the same object to the next batch's
+    session, which starts from it."""
+
+    chunk_size: int = 0  # images refined together; 0 = the whole batch (1 after running out of memory)
+    low_vram: bool = False  # recompute the UNet's activations in the backward pass
+    batch_layout: str = "cond"  # of the refinement call (BATCH_LAYOUTS); "cfg" once the cond-only call failed
+    out_of_memory: bool = False  # ran out of memory even with every fallback: A-STAR switched off
+
+
+def _fallback(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self.fallbacks, name),
+                    lambda self, value: setattr(self.fallbacks, name, value), doc=doc)
 
 
 @dataclass
@@ -69,7 +85,7 @@ class PassInfo:
     label: str = "first pass"
     results: list[StepResult] = field(default_factory=list)
     steps_started: int = 0  # steps the sampler really made (UniPC and DPM adaptive make other counts)
-    layout: str = "cond"  # the batch layout the refinement calls used (LAYOUTS)
+    batch_layout: str = "cond"  # the batch layout the refinement calls used (BATCH_LAYOUTS)
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
 
 
@@ -77,29 +93,26 @@ class SegretSession:
     """Refines the sampler's latent once per sampling step for one generation."""
 
     def __init__(self, params: SegretParams, attn_modules: Sequence[nn.Module],
-                 concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys],
-                 chunk_size: int = 0, record_snapshots: bool | None = None,
-                 blocks: Sequence[nn.Module] = (), low_vram: bool | None = None, model: nn.Module | None = None,
-                 layout: str = "cond") -> None:
-        """n_real: each image's prompt keys (see Keys);
+                 concepts: Sequence[Sequence[ConceptTokens]], keys: Sequence[Keys],
+                 record_snapshots: bool | None = None, blocks: Sequence[nn.Module] = (),
+                 model: nn.Module | None = None, fallbacks: Fallbacks | None = None) -> None:
+        """keys: each image's prompt keys (see Keys);
         blocks: the UNet's top-level blocks (checkpointing.unet_blocks), for low-VRAM refinement;
-        low_vram: start in low-VRAM mode (default: params.low_vram); model: the UNet, whose parameters stop
-        requiring grad during refinement; layout: the batch layout to start with ("cond" or "cfg")."""
-        if len(concepts) != len(n_real):
-            raise ValueError("one concept list and one token count per image are needed")
+        model: the UNet, whose parameters stop requiring grad during refinement; fallbacks: what earlier batches'
+        fallbacks decided, updated in place (default: a fresh one, low VRAM as params.low_vram). Start with a
+        session of one batch; see session_factory.new_session."""
+        if len(concepts) != len(keys):
+            raise ValueError("one concept list and one set of prompt keys per image are needed")
         self.params = params
         self.modules = list(attn_modules)
         self.concepts = [list(c) for c in concepts]
-        self.n_real = list(n_real)
-        self.chunk_size = chunk_size  # images refined together; 0 = whole batch
+        self.keys = list(keys)
         self.blocks = list(blocks)
         self.model = model
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; one of {tuple(LAYOUTS)}")
-        self.layout = layout
-        # recompute activations in the backward pass
-        self.low_vram = (params.low_vram if low_vram is None else low_vram) and bool(self.blocks)
-        self.out_of_memory = False  # switched off after every out-of-memory fallback failed
+        self.fallbacks = Fallbacks(low_vram=params.low_vram) if fallbacks is None else fallbacks
+        if self.fallbacks.batch_layout not in BATCH_LAYOUTS:
+            raise ValueError(f"unknown batch layout {self.fallbacks.batch_layout!r}; one of {tuple(BATCH_LAYOUTS)}")
+        self.low_vram = self.low_vram and bool(self.blocks)  # low VRAM needs the blocks to recompute
         self.record_snapshots = (params.show_maps and params.maps_view != "overlay"
                                  if record_snapshots is None else record_snapshots)
         # each image's maps summed over the first pass's refined steps, for the overlays (overlays.py)
@@ -116,23 +129,28 @@ class SegretSession:
         self._snap_steps: set[int] = set()
         self._last_step = 0  # this pass's last refined step (1-based; 0 = all), resolved for the method
 
+    chunk_size = _fallback("chunk_size", "Images refined together; 0 = the whole batch.")
+    low_vram = _fallback("low_vram", "Recompute the UNet's activations in the backward pass.")
+    batch_layout = _fallback("batch_layout", "The refinement call's batch layout (BATCH_LAYOUTS).")
+    out_of_memory = _fallback("out_of_memory", "Switched off after every out-of-memory fallback failed.")
+
     # ------------------------------------------------------------------ lifecycle
     def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
             log.warning("A-STAR: %s", message)
 
-    def set_tokens(self, concepts: Sequence[Sequence[ConceptTokens]], n_real: Sequence[Keys]) -> None:
+    def set_tokens(self, concepts: Sequence[Sequence[ConceptTokens]], keys: Sequence[Keys]) -> None:
         """New concept positions per image (a new pass, or prompt editing switched the conditioning). An image
         whose concept words changed loses its retention mask: the previous step's regions were other words'."""
         for row, (old, new) in enumerate(zip(self.concepts, concepts, strict=True)):
             if [c.word for c in old] != [c.word for c in new]:
                 self.refiner.prev_masks[row] = None
         self.concepts = [list(c) for c in concepts]
-        self.n_real = list(n_real)
-        self._apply_layout()
+        self.keys = list(keys)
+        self._apply_layout_boxes()
 
-    def _apply_layout(self) -> None:
+    def _apply_layout_boxes(self) -> None:
         """Each image's layout boxes as retention masks at the pass's capture resolution (layout.py)."""
         if not self.params.layout or self.current is None:
             return
@@ -152,7 +170,7 @@ class SegretSession:
         self.passes.append(info)
         self.tracker = StepTracker(info.pattern)
         self.refiner.reset()
-        self._apply_layout()
+        self._apply_layout_boxes()
         first = len(self.passes) == 1
         self.refiner.on_maps = self._collect_maps if self.overlay_maps is not None and first else None
         self._layers = None
@@ -206,14 +224,14 @@ class SegretSession:
         runners = {"cond": run_unet, "cfg": run_unet_cfg}
         try:
             try:
-                return self._refine_step(x, sigma, step, runners[self.layout] or run_unet)
+                return self._refine_step(x, sigma, step, runners[self.batch_layout] or run_unet)
             except Exception as err:
-                if (self.layout != "cond" or run_unet_cfg is None or is_out_of_memory(err)
+                if (self.batch_layout != "cond" or run_unet_cfg is None or is_out_of_memory(err)
                         or isinstance(err, (NoAttentionGradient, ModelSwitched))):
                     raise
-                self.layout = "cfg"
+                self.batch_layout = "cfg"
                 self.warn(f"the conditional-only refinement call failed ({type(err).__name__}: {err}); "
-                          f"refining with the {LAYOUTS['cfg']}")
+                          f"refining with the {BATCH_LAYOUTS['cfg']}")
                 return self._refine_step(x, sigma, step, run_unet_cfg)
         except Exception as err:  # the image must still generate
             if is_out_of_memory(err):
@@ -252,7 +270,7 @@ class SegretSession:
         # in place on the first forward after a change). In the CFG batch layout, other extensions' forward hooks
         # that write into views in place (autograd forbids it under grad; Incantations' SEG with one image per
         # half) run without autograd recording them (foreign_hooks).
-        hooks = grad_safe_hooks(self.model) if self.layout == "cfg" else nullcontext()
+        hooks = grad_safe_hooks(self.model) if self.batch_layout == "cfg" else nullcontext()
         with torch.inference_mode(False), parameters_frozen(self.model), hooks:
             sig = sigma.detach().clone().reshape(-1)
             for start in range(0, len(rows), chunk):
@@ -263,7 +281,7 @@ class SegretSession:
         for index, new_x in updates:
             x.index_copy_(0, index, new_x.to(x.dtype))
         self.current.results.append(merged)
-        self.current.layout = self.layout
+        self.current.batch_layout = self.batch_layout
         return merged
 
     def _refine_rows(self, xs: torch.Tensor, sig: torch.Tensor, part: list[int], index: torch.Tensor, step: int,
@@ -334,7 +352,7 @@ class SegretSession:
                 else torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
 
     def _keys(self, row: int, part: int) -> int | Sequence[int]:
-        keys = self.n_real[row]
+        keys = self.keys[row]
         if isinstance(keys, Mapping):
             return keys[part]
         return keys
@@ -362,8 +380,8 @@ class SegretSession:
             # DPM adaptive, which counts every attempted step)
             total = max(info.total_steps, info.steps_started, len(info.results))
             text = f"{info.label}: {done}/{total} steps"
-            if info.layout != "cond":
-                text += f" ({LAYOUTS[info.layout]})"
+            if info.batch_layout != "cond":
+                text += f" ({BATCH_LAYOUTS[info.batch_layout]})"
             first, last = info.results[0], info.results[-1]
             if "seg" in first.parts and "seg" in last.parts:
                 text += f", L_seg {_per_image(first, 'seg'):.3f}->{_per_image(last, 'seg'):.3f}"

@@ -16,6 +16,7 @@ from torch import nn
 from ..engine.prompt_plan import PromptPlan
 from ..engine.session import ModelSwitched
 from ..ui.xyz_axes import add_xyz_axes as _add_xyz_axes
+from .host_pass import HostPass
 from .lifecycle import Host, ScriptLifecycle, cat_padded
 from .webui_prompts import prompt_plan, text_encoder
 
@@ -55,8 +56,15 @@ class WebUIHost(Host):
     def unet(self, sd_model) -> nn.Module:
         return sd_model.model.diffusion_model
 
-    def runners(self, p, denoiser, gen, cond, uncond, image_cond):
-        model = gen.session.model
+    def begin_pass(self, p, unet: nn.Module) -> HostPass:
+        return WebUIPass()
+
+
+class WebUIPass(HostPass):
+    """A sampling pass in the A1111 WebUI: nothing to set up; the runners call the CFG denoiser's inner model."""
+
+    def runners(self, denoiser, session, cond, uncond, image_cond):
+        model = session.model
         return _unet_runner(denoiser, model, cond, image_cond), _unet_runner(denoiser, model, cond, image_cond, uncond)
 
 

@@ -26,7 +26,7 @@ from ..engine.capture import AttentionCapture, attention_probs
 from ..engine.patching import InstancePatches
 from ..engine.session import ModelSwitched, SegretSession
 from .a1111 import WebUIHost, add_xyz_axes, batch_conds
-from .generation import Generation
+from .host_pass import HostPass
 from .lifecycle import ScriptLifecycle, cat_padded
 
 __all__ = ["ForgeHost", "SegretScript", "add_xyz_axes"]
@@ -54,22 +54,36 @@ class ForgeHost(WebUIHost):
     def is_timestep_sampler(self, sampler) -> bool:
         return bool(getattr(sampler.model_wrap_cfg, "classic_ddim_eps_estimation", False))
 
-    def prepare_pass(self, p, gen: Generation, unet: nn.Module) -> None:
+    def begin_pass(self, p, unet: nn.Module) -> ForgePass:
         unsupported = unsupported_weights(unet)
         if unsupported:
             raise RuntimeError(f"{unsupported} are not supported by A-STAR in Forge yet; the image is rendered "
                                "without it")
-        reserve_backward_memory(p, gen)
-        guard = GradientGuard(unet)
-        gen.pass_cleanups.append(guard.remove)  # registered first: undone even if installing fails half-way
-        guard.install()
-        guard.check()
-        gen.host_state["guard"] = guard  # the runners re-check it at every refinement call
+        host_pass = ForgePass()
+        try:
+            reserve_backward_memory(p, host_pass)
+            guard = GradientGuard(unet)
+            host_pass.on_close(guard.remove)  # registered first: undone even if installing fails half-way
+            guard.install()
+            guard.check()
+        except BaseException:
+            host_pass.close()
+            raise
+        host_pass.guard = guard
+        return host_pass
 
-    def runners(self, p, denoiser, gen, cond, uncond, image_cond):
-        guard = gen.host_state.get("guard")
-        return (_forge_runner(denoiser, gen.session, guard, cond, image_cond),
-                _forge_runner(denoiser, gen.session, guard, cond, image_cond, uncond))
+
+class ForgePass(HostPass):
+    """A sampling pass in Forge: the backward pass's memory reserved, the gradient guard installed (its runners
+    re-check it at every refinement call); close() undoes both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.guard: GradientGuard | None = None
+
+    def runners(self, denoiser, session, cond, uncond, image_cond):
+        return (_forge_runner(denoiser, session, self.guard, cond, image_cond),
+                _forge_runner(denoiser, session, self.guard, cond, image_cond, uncond))
 
 
 class SegretScript(ScriptLifecycle, scripts.Script):
@@ -92,9 +106,9 @@ def unsupported_weights(unet: nn.Module) -> str:
     return " and ".join(found)
 
 
-def reserve_backward_memory(p, gen: Generation) -> None:
+def reserve_backward_memory(p, host_pass: HostPass) -> None:
     """Ask Forge's memory manager to keep room for the backward pass: a clone of this pass's UnetPatcher with
-    extra preserved memory; the previous patcher comes back at the end of the pass."""
+    extra preserved memory; the previous patcher comes back when the pass is closed."""
     objects = p.sd_model.forge_objects
     previous = objects.unet
     patcher = previous.clone()
@@ -112,7 +126,7 @@ def reserve_backward_memory(p, gen: Generation) -> None:
         if objects.unet is patcher:
             objects.unet = previous
 
-    gen.pass_cleanups.append(put_back)
+    host_pass.on_close(put_back)
 
 
 class GradientGuard:

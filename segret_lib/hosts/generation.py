@@ -1,20 +1,16 @@
-"""One generation's state across its batches and passes: warnings, the engine session, result summaries,
-attention-map grids and what the out-of-memory fallbacks decided (host-free)."""
+"""One generation's state across its batches and passes: warnings, the engine session, the host's current pass,
+result summaries, attention-map grids and what the fallbacks decided (host-free)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
 from ..engine.map_history import ImageMaps
 from ..engine.patching import InstancePatches
-from ..engine.session import SegretSession
+from ..engine.session import Fallbacks, SegretSession
 from ..render.overlays import overlay_sheet
 from ..render.visualize import session_grids
 from ..settings.params import SegretParams
 from ..settings.text import shorten
-
-log = logging.getLogger("segret")
+from .host_pass import HostPass
 
 
 class Generation:
@@ -27,15 +23,10 @@ class Generation:
         self.batch_summary = ""  # the last finished batch's result, for its images' infotext
         self.session: SegretSession | None = None
         self.sampler_patches = InstancePatches()
-        self.pass_cleanups: list[Callable[[], object]] = []  # what a host set up for the current pass, undone
-        self.host_state: dict[str, object] = {}  # what a host keeps for the current pass (cleared with it)
+        self.host_pass: HostPass | None = None  # what the host set up for the current pass (closed with it)
         self.grids: list = []
-        self.summaries: list[str] = []
-        # what out-of-memory fallbacks decided carries over to the next batch of the same generation
-        self.chunk_size = 0
-        self.low_vram = params.low_vram
-        self.out_of_memory = False  # an earlier batch ran out of memory even with every fallback
-        self.layout = "cond"  # batch layout of the refinement call; "cfg" once the cond-only call failed
+        # what the sessions' fallbacks decided carries over to the next batch of the same generation
+        self.fallbacks = Fallbacks(low_vram=params.low_vram)
         # per batch, each image's aggregated maps for the overlays (None: that batch was not refined)
         self.overlay_batches: list[list[ImageMaps | None] | None] = []
 
@@ -57,12 +48,9 @@ class Generation:
 
     def end_pass(self) -> None:
         self.sampler_patches.restore()
-        while self.pass_cleanups:  # newest first; each runs once, also when an earlier one failed
-            try:
-                self.pass_cleanups.pop()()
-            except Exception:  # a host's undo must not keep the others from running
-                log.exception("A-STAR: undoing a host's pass setup failed")
-        self.host_state.clear()
+        host_pass, self.host_pass = self.host_pass, None
+        if host_pass is not None:
+            host_pass.close()
         if self.session is not None:
             self.session.end_pass()
 
@@ -70,9 +58,6 @@ class Generation:
         self.end_pass()
         if self.session is not None:
             self.session.close()
-            self.chunk_size, self.low_vram = self.session.chunk_size, self.session.low_vram
-            self.layout = self.session.layout
-            self.out_of_memory = self.out_of_memory or self.session.out_of_memory
             for w in self.session.warnings:
                 self.warn(w)
             if self.params.show_maps and self.params.maps_view != "overlay":
@@ -81,10 +66,7 @@ class Generation:
                 if not self.overlay_batches:
                     self.overlay_batches.append(None)
                 self.overlay_batches[-1] = self.session.overlay_maps.result()
-            summary = self.session.summary()
-            self.batch_summary = summary
-            if summary:
-                self.summaries.append(summary)
+            self.batch_summary = self.session.summary()
             self.session = None
 
     def close(self) -> None:

@@ -17,24 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.capture import cross_attention_modules
-from ..engine.checkpointing import unet_blocks
 from ..engine.prompt_plan import PromptPlan
 from ..engine.schedule import evaluation_pattern
 from ..engine.session import PassInfo, SegretSession
+from ..engine.session_factory import new_session
 from ..settings.params import INFOTEXT_PREFIX, ParamError
 from ..settings.table import OUTPUT_KEYS, infotext_key
 from ..settings.text import shorten
 from ..ui.accordion import build_ui
 from ..ui.script_args import OVERRIDES_ATTR, looks_enabled, params_from_args
 from .generation import Generation
+from .host_pass import HostPass
 
 log = logging.getLogger("segret")
 
 TITLE = "A-STAR"
 WARNINGS_KEY, RESULT_KEY = (infotext_key(k) for k in OUTPUT_KEYS)  # no setting may use them (settings/table.py)
-
-RunUnet = Callable[..., Any]
 
 
 class Host:
@@ -62,11 +60,9 @@ class Host:
         """Whether the CFG denoiser receives timesteps (DDIM/PLMS/UniPC) rather than sigmas."""
         return type(sampler).__name__ == "CompVisSampler" or hasattr(sampler, "alphas_cumprod")
 
-    def prepare_pass(self, p, gen: Generation, unet: nn.Module) -> None:
-        """Host-specific setup of one sampling pass (gradient guards, memory); undone by gen.end_pass()."""
-
-    def runners(self, p, denoiser, gen: Generation, cond, uncond, image_cond) -> tuple[RunUnet, RunUnet]:
-        """(conditional-only runner, CFG-layout runner) for one model call of the sampler (see session.RunUnet)."""
+    def begin_pass(self, p, unet: nn.Module) -> HostPass:
+        """Set up one sampling pass (gradient guards, memory): its runners and what undoes the setup (its close(),
+        which gen.end_pass() calls). A setup that fails half-way undoes itself and raises."""
         raise NotImplementedError
 
 
@@ -166,7 +162,7 @@ class ScriptLifecycle:
 
     # ------------------------------------------------------------------ one sampling pass
     def _begin_pass(self, p, gen: Generation, hires: bool, x: torch.Tensor | None) -> None:
-        if gen.out_of_memory:
+        if gen.fallbacks.out_of_memory and gen.session is None:
             gen.warn("out of memory in an earlier batch; A-STAR switched off for this generation")
             return
         host = self.host
@@ -185,11 +181,9 @@ class ScriptLifecycle:
                 and gen.params.ret_weight == 0):
             gen.warn("segregation needs two concepts in the prompt")
         unet = host.unet(p.sd_model)
-        host.prepare_pass(p, gen, unet)
+        gen.host_pass = host.begin_pass(p, unet)
         if gen.session is None:
-            gen.session = SegretSession(gen.params, cross_attention_modules(unet), concepts, keys,
-                                        chunk_size=gen.chunk_size, blocks=unet_blocks(unet), low_vram=gen.low_vram,
-                                        model=unet, layout=gen.layout)
+            gen.session = new_session(gen.params, unet, concepts, keys, fallbacks=gen.fallbacks)
         else:
             gen.session.set_tokens(concepts, keys)
         latent = tuple(x.shape[-2:]) if x is not None else (p.height // 8, p.width // 8)
@@ -203,7 +197,8 @@ class ScriptLifecycle:
 
     def _hook_sampler(self, p, sampler, gen: Generation, plan: PromptPlan) -> None:
         host = self.host
-        session = gen.session
+        session: SegretSession = gen.session
+        host_pass: HostPass = gen.host_pass
         denoiser = sampler.model_wrap_cfg
         first_call = [True]
         in_use = [plan.key(0)]  # the prompt-editing entries the session's token positions belong to
@@ -223,7 +218,7 @@ class ScriptLifecycle:
                     uncond = kwargs.get("uncond", args[0] if len(args) > 0 else None)
                     cond = kwargs.get("cond", args[1] if len(args) > 1 else None)
                     image_cond = kwargs.get("image_cond", args[4] if len(args) > 4 else None)
-                    session.before_model_call(x, sigma, *host.runners(p, denoiser, gen, cond, uncond, image_cond))
+                    session.before_model_call(x, sigma, *host_pass.runners(denoiser, session, cond, uncond, image_cond))
                 return original(x, sigma, *args, **kwargs)
 
             return forward

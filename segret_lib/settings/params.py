@@ -486,8 +486,6 @@ def method_defaults(method: Any) -> dict[str, Any]:
     return dict(METHOD_DEFAULTS[canonical_method(method)])
 
 
-DEFAULTS = SegretParams()
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SegretParams))
 UI_FIELDS: tuple[str, ...] = SETTINGS.positional
 """Order of the values the WebUI script's ui() returns; the HTTP API's list form uses the same order (new fields
 are appended, so older, shorter lists keep their meaning)."""

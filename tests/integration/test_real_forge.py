@@ -129,7 +129,7 @@ def test_interrupt_then_clean_request(forge, plain):
 
 
 def _png(pixels: bytes) -> bytes:
-    """The PNG of decoded pixels as conftest._pixels returns them (mode + size + raw bytes)."""
+    """The PNG of decoded pixels as webui_process.pixels returns them (mode + size + raw bytes)."""
     from PIL import Image
 
     mode = "RGBA" if pixels.startswith(b"RGBA") else "RGB"

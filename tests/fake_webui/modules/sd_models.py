@@ -8,7 +8,7 @@ from collections import namedtuple
 import torch
 from torch import nn
 
-from tests.tiny_models import TinyTextEncoder, tiny_unet
+from segret_lib.testing.tiny_models import TinyTextEncoder, tiny_unet
 
 PromptChunk = namedtuple("PromptChunk", ["tokens", "multipliers", "fixes"])
 PromptChunkFix = namedtuple("PromptChunkFix", ["offset", "embedding"])

@@ -5,7 +5,7 @@ import itertools
 
 import torch
 
-from tests.thirdparty import k_diffusion
+from segret_lib.testing.thirdparty import k_diffusion
 
 
 @torch.no_grad()

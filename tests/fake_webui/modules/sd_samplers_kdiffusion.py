@@ -6,7 +6,7 @@ import torch
 
 from modules import sd_samplers_common, sd_samplers_extra, shared
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
-from tests.thirdparty import k_diffusion
+from segret_lib.testing.thirdparty import k_diffusion
 
 samplers_k_diffusion = [
     ("Euler a", "sample_euler_ancestral", {"uses_ensd": True}),

@@ -1,4 +1,5 @@
-"""Load the real third-party components the tests use, without their unrelated import-time dependencies.
+"""Load the real third-party components the tests, the benchmarks and quality/ use, without their unrelated
+import-time dependencies.
 
 k-diffusion's package __init__ imports its training/evaluation code (torchvision, scikit-image, clean-fid,
 CLIP); open_clip's imports torchvision and timm. PyPI's torchvision does not load beside the CPU build of
@@ -15,7 +16,7 @@ import types
 from functools import cache
 from pathlib import Path
 
-from segret_lib.engine.tokens import PromptTokens
+from ..engine.tokens import PromptTokens
 
 
 def _bare_package(name: str) -> types.ModuleType:

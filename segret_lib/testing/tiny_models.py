@@ -1,15 +1,20 @@
 """Tiny, randomly initialised real components: the ldm UNet (stable-diffusion-sdkit), a CompVis-style model
-object around it, and a text encoder stand-in fed by the real CLIP BPE tokenizer."""
+object around it, and a text encoder stand-in fed by the real CLIP BPE tokenizer. Used by the tests and the speed
+benchmark; ldm is imported when a UNet is built."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from torch import nn
 
-from segret_lib.engine.tokens import CHUNK_TOKENS
-from tests.thirdparty import ClipWords
+from ..engine.tokens import CHUNK_TOKENS
+from .thirdparty import ClipWords
+
+if TYPE_CHECKING:
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 CONTEXT_DIM = 64
 
@@ -34,6 +39,8 @@ def tiny_unet(kind: str = "sd1", seed: int = 0, context_dim: int = CONTEXT_DIM,
     sd1: heads by count, conv proj_in (SD1.x). sd2: heads by channels, linear proj_in (SD2.x/SDXL style).
     use_checkpoint: ldm's gradient checkpointing, as the original configs set it (the WebUI turns it off).
     """
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
     torch.manual_seed(seed)
     common = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=1,
                   attention_resolutions=(2, 4), channel_mult=(1, 2, 2), use_spatial_transformer=True,
