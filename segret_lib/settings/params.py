@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from typing import Any
 
 from .table import (  # noqa: F401 (FALSE_WORDS, INFOTEXT_PREFIX, TRUE_WORDS, read_switch: re-exported)
