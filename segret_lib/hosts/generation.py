@@ -80,7 +80,7 @@ class Generation:
             if self.session.overlay_maps is not None:
                 if not self.overlay_batches:
                     self.overlay_batches.append(None)
-                self.overlay_batches[-1] = self.session.overlay_maps.result()
+                self.overlay_batches[-1] = self.session.overlay_result()
             summary = self.session.summary()
             self.batch_summary = summary
             if summary:

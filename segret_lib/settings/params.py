@@ -57,15 +57,17 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # concept, a step budget per pass, a low-passed gradient), whose step size is calibrated on the benchmark matrix
 # (quality/README.md). Attend-and-Excite keeps its published schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0
+# Attribute binding (engine/binding.py): the weight of L_bind; 0 = off (and old infotexts, which lack it)
+ASTAR_BIND_WEIGHT = 0.0
 V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule
 AAE_STEP_SIZE = 20.0
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "astar": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,),
-              "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE},
+              "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE, "bind_weight": ASTAR_BIND_WEIGHT},
     "aae": {"iterative": True, "iterative_steps": (), "iterative_target": AAE_TARGETS, "step_size": AAE_STEP_SIZE,
-            "step_rule": "v1"},
+            "step_rule": "v1", "bind_weight": 0.0},
     "both": {"iterative": False, "iterative_steps": (0, 10, 20), "iterative_target": (0.2,),
-             "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE},
+             "step_size": ASTAR_STEP_SIZE, "step_rule": DEFAULT_RULE, "bind_weight": ASTAR_BIND_WEIGHT},
 }
 
 
@@ -153,6 +155,7 @@ class SegretParams:
     layout_exclusive: bool = False  # also push each concept's attention out of the other concepts' boxes
     maps_view: str = "overlay"  # what show_maps adds: MAPS_VIEWS
     step_rule: str = AUTO  # how the step size becomes an update (step_rule.py); "auto": the method's
+    bind_weight: float = ASTAR_BIND_WEIGHT  # attribute binding (engine/binding.py): modifier maps onto their noun's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", canonical_method(self.method))
@@ -167,7 +170,8 @@ class SegretParams:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise ParamError naming the first bad setting."""
-        for name in ("seg_weight", "ret_weight", "step_size", "threshold", "softmax_temperature", "smooth_sigma"):
+        for name in ("seg_weight", "ret_weight", "step_size", "threshold", "softmax_temperature", "smooth_sigma",
+                     "bind_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ParamError(f"{name} must be a finite number, got {value!r}")
@@ -179,6 +183,7 @@ class SegretParams:
             _check_range("iterative_target", value, 0.0, 100.0)
         _check_range("seg_weight", self.seg_weight, 0.0, 100.0)
         _check_range("ret_weight", self.ret_weight, 0.0, 100.0)
+        _check_range("bind_weight", self.bind_weight, 0.0, 100.0)
         _check_range("step_size", self.step_size, 0.0, 1000.0)
         _check_range("last_step", self.last_step, 0, 10000)
         _check_range("iterative_max", self.iterative_max, 1, 200)
@@ -206,7 +211,8 @@ class SegretParams:
                 raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
             if len(self.concepts) > MAX_CONCEPTS:
                 raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(self.concepts)}")
-            if self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0 and not self.layout:
+            if (self.method == "astar" and self.seg_weight == 0 and self.ret_weight == 0 and not self.bind_weight
+                    and not self.layout):
                 raise ParamError("both loss weights are 0: nothing to optimise")
             from .layout_boxes import LayoutError, check_names
 
@@ -246,6 +252,8 @@ class SegretParams:
         }
         if self.method != "astar":
             out[f"{INFOTEXT_PREFIX} method"] = METHOD_LABELS[self.method]
+        if self.bind_weight:  # absent: 0, as in the versions before binding
+            out[f"{INFOTEXT_PREFIX} bind weight"] = _fmt(self.bind_weight)
         if self.step_rule != "v1":  # absent: v1, the only rule of the versions before
             out[f"{INFOTEXT_PREFIX} step rule"] = self.step_rule
         if self.iterative:
@@ -280,6 +288,8 @@ class SegretParams:
         rule = step_rule_in(info)
         if rule is not None:
             values["step_rule"] = rule
+        if key + "concepts" in info:  # written before binding (or with it off): no binding
+            values["bind_weight"] = info.get(key + "bind weight", 0.0)
         for name, field_name in (("seg weight", "seg_weight"), ("ret weight", "ret_weight"),
                                  ("step size", "step_size"), ("last step", "last_step")):
             if key + name in info:
