@@ -25,7 +25,6 @@ import torch
 from .tokens import ConceptTokens
 
 _EPS = 1e-8
-_PULL, _PUSH = 1.0, 1.0  # the two parts' shares (tuning only)
 
 
 @dataclass(frozen=True)
@@ -110,5 +109,5 @@ def binding_loss(words: WordMaps | None, normalise: bool = True) -> torch.Tensor
     if words is None or not words.owner:
         return None
     pull, push = binding_parts(words)
-    per = _PULL * pull + _PUSH * push
+    per = pull + push
     return per.mean() if normalise else per.sum()
