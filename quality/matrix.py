@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from segret_lib.engine.step_rule import RULES, StepRule, register
-from segret_lib.settings.params import ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
+from segret_lib.settings.params import ASTAR_BIND_WEIGHT, ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
 
 from .evaluate import SAMPLERS, Record, read_prompts
 from .evaluate import VARIANTS as EVALUATE_VARIANTS
@@ -328,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "rules": {k: v for k, v in rules.items() if changes and changes.get("step_rule") == k}}
                     if uses_default_rule(changes):  # the cache follows a change of the default rule
                         job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
+                        if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:  # ... and of binding's default
+                            job["default_bind_weight"] = ASTAR_BIND_WEIGHT
                     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
                     todo.append((cell, name, args.out / f"job_{digest}.json", job))
     pending = [t for t in todo if not t[2].exists()]
