@@ -275,3 +275,10 @@ def test_overlay_sheet_shows_each_modifier_next_to_its_noun(rig):
     # binding off: no word maps kept, the sheet as before
     _, off = sample(rig, show_maps=True, maps_view="overlay")
     assert off.overlay_words is None and off.overlay_result()[0].bound is None
+
+
+def test_binding_with_low_vram_recomputation_matches_the_normal_pass(rig):
+    normal, _ = sample(rig, bind_weight=2.0)
+    low, session = sample(rig, bind_weight=2.0, low_vram=True)
+    assert session.low_vram and "bind" in session.passes[0].results[0].parts
+    torch.testing.assert_close(low, normal, rtol=1e-4, atol=1e-5)
