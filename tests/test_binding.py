@@ -252,6 +252,14 @@ def test_fake_host_binding_through_the_api_dict_and_infotext_round_trip():
     _, redo = host.txt2img(prompt=PROMPT, script_args=api.init_script_args(
         {"A-STAR": {"args": [again]}}, host.runner), steps=3)
     assert torch.equal(torch.stack(redo.latents), torch.stack(on.latents))
+    # the overlay sheet after the images: a second row (noun and modifier maps) with binding on
+    sheets = {}
+    for weight in (0.0, 2.0):
+        _, res = host.txt2img(prompt=PROMPT, script_args=api.init_script_args(
+            {"A-STAR": {"args": [{**settings, "bind_weight": weight, "show_maps": True}]}}, host.runner), steps=3)
+        assert len(res.images) == 2
+        sheets[weight] = res.images[1].size
+    assert sheets[2.0][1] > 1.9 * sheets[0.0][1]
 
 
 # ---------------------------------------------------------------------------------------- the overlay
