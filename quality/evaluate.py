@@ -32,6 +32,7 @@ from .detector import detect, judge, stray_share
 from .model import WEIGHTS, ShapesLDM, load
 from .stats import sign_test_p
 
+BIND_WEIGHT = 0.25  # chosen on the tune family (quality/results/matrix_bind_tune2)
 VARIANTS: dict[str, dict | None] = {
     "plain": None,
     "astar": {},
@@ -40,6 +41,7 @@ VARIANTS: dict[str, dict | None] = {
     "ret_only": {"seg_weight": 0.0},
     "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
     "both": {"method": "both"},  # A-STAR's two losses plus Attend-and-Excite's, A-STAR's schedule
+    "astar_bind": {"bind_weight": BIND_WEIGHT},  # A-STAR with attribute binding (engine/binding.py), tuned weight
 }
 SAMPLERS = ("euler", "euler_a", "dpmpp_2m_k", "ddim")
 """Euler, Euler a (ancestral, eta 1), DPM++ 2M on Karras sigmas (the WebUI's "DPM++ 2M Karras") and DDIM (eta 0):

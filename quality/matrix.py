@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from segret_lib.engine.step_rule import RULES, StepRule, register
-from segret_lib.settings.params import ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
+from segret_lib.settings.params import ASTAR_BIND_WEIGHT, ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
 
 from .evaluate import SAMPLERS, Record, read_prompts
 from .evaluate import VARIANTS as EVALUATE_VARIANTS
@@ -38,7 +38,8 @@ from .stats import keyed, seed_test, sign_test_p, variance_shares
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000}
-VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k] for k in ("plain", "astar", "astar_v1", "aae", "both")}
+VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k]
+                                    for k in ("plain", "astar", "astar_v1", "aae", "both", "astar_bind")}
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
             "stray <= plain x 1.1")
 
@@ -124,19 +125,21 @@ def pooled(cells: dict[str, dict[str, dict]], variant: str) -> dict:
     return out
 
 
-def pooled_seed_tests(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: str) -> dict:
+def pooled_seed_tests(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: str,
+                      base: str = "plain") -> dict:
     """The seed-level test over the whole matrix: each seed's mean difference over all its images in every cell
-    (the seeds are the same in every cell, so a seed is one unit however many cells it appears in)."""
+    (the seeds are the same in every cell, so a seed is one unit however many cells it appears in), against
+    plain or another variant (base)."""
     out = {}
     for name, get in (("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present),
                       ("stray", lambda r: r.stray)):
         v, p = {}, {}
         for cell, by_variant in raw.items():
-            if variant not in by_variant:
+            if variant not in by_variant or base not in by_variant:
                 continue
             for (prompt, seed), value in keyed(by_variant[variant][0], get).items():
                 v[(cell, prompt, seed)] = value
-            for (prompt, seed), value in keyed(by_variant["plain"][0], get).items():
+            for (prompt, seed), value in keyed(by_variant[base][0], get).items():
                 p[(cell, prompt, seed)] = value
         # keyed's (prompt, seed) keys: fold the cell into the prompt so seed_test groups by seed alone
         out[name] = seed_test({(f"{k[0]}|{k[1]}", k[2]): x for k, x in v.items()},
@@ -171,6 +174,38 @@ def compact_table(cells: dict[str, dict[str, dict]], variants: Sequence[str], po
                    f"{r['objects']['broken']}, {r['stray']['value']:.3f} ({r['cells_passing']}/{r['cells']} ✓)")
     out.append("| " + " | ".join(row) + " |")
     return "\n".join(out)
+
+
+def versus_text(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: str, base: str) -> str:
+    """One variant against another (not plain), pooled over the matrix and per concept count: rates, image
+    pairs fixed/broken, the seed-level test (seeds up/down, Wilcoxon p)."""
+    out = [f"| {variant} vs {base} | n | all colours | all objects | stray | seeds up/down (colours; objects; "
+           "stray), Wilcoxon p |", "|---|---|---|---|---|---|"]
+    counts = sorted({cell.split(" objects")[0] for cell in raw}, key=lambda c: (len(c), c))
+    for subset in ("all", *counts):
+        sub = {c: r for c, r in raw.items() if subset == "all" or c.split(" objects")[0] == subset}
+        pairs = [(a, b) for r in sub.values() if variant in r and base in r
+                 for a, b in _paired(r[variant][0], r[base][0])]
+        if not pairs:
+            continue
+        cols = []
+        for get in (lambda r: r.colours_present, lambda r: r.all_present):
+            fixed = sum(bool(get(a)) and not get(b) for a, b in pairs)
+            broken = sum(bool(get(b)) and not get(a) for a, b in pairs)
+            cols.append(f"{np.mean([get(b) for _, b in pairs]):.3f}->{np.mean([get(a) for a, _ in pairs]):.3f} "
+                        f"({fixed}/{broken})")
+        cols.append(f"{np.mean([b.stray for _, b in pairs]):.3f}->{np.mean([a.stray for a, _ in pairs]):.3f}")
+        t = pooled_seed_tests(sub, variant, base)
+        tests = "; ".join(f"{t[k]['seeds_up']}/{t[k]['seeds_down']} p={t[k]['wilcoxon_p']:.2g}"
+                          for k in ("colours", "objects", "stray"))
+        label = "all cells" if subset == "all" else f"{subset} objects"
+        out.append(f"| {label} | {len(pairs)} | {' | '.join(cols)} | {tests} |")
+    return "\n".join(out)
+
+
+def _paired(recs: Sequence[Record], base: Sequence[Record]) -> list[tuple[Record, Record]]:
+    by = {(r.prompt, r.seed): r for r in base}
+    return [(r, by[(r.prompt, r.seed)]) for r in recs if (r.prompt, r.seed) in by]
 
 
 def pooled_seed_text(pooled_rows: dict) -> str:
@@ -269,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
     ap.add_argument("--batch", type=int, default=96)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--versus", default="", metavar="VARIANT:BASE",
+                    help="also test VARIANT against BASE (e.g. astar_bind:astar) at the seed level")
     args = ap.parse_args(argv)
     rules = dict(parse_rule(r) for r in args.rule)
     variants = dict(parse_variant(v) for v in args.variants.split(",") if v.strip())
@@ -291,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "rules": {k: v for k, v in rules.items() if changes and changes.get("step_rule") == k}}
                     if uses_default_rule(changes):  # the cache follows a change of the default rule
                         job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
+                        if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:  # ... and of binding's default
+                            job["default_bind_weight"] = ASTAR_BIND_WEIGHT
                     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
                     todo.append((cell, name, args.out / f"job_{digest}.json", job))
     pending = [t for t in todo if not t[2].exists()]
@@ -321,13 +360,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.per_seed <= 0:
         report["variance"] = _variance(raw, list(variants))
     text = format_tables(cells, list(variants))
+    versus = ""
+    if args.versus:
+        variant, _, base = args.versus.partition(":")
+        versus = versus_text(raw, variant.strip(), base.strip())
+        report["versus"] = {"variant": variant.strip(), "base": base.strip(),
+                            "seed": pooled_seed_tests(raw, variant.strip(), base.strip())}
+        text += "\n\n" + versus
     print(text)
     if "variance" in report:
         print("\nvariance shares (method, prompt, seed, residual):", json.dumps(report["variance"], indent=1))
     (args.out / "matrix.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "matrix.md").write_text(text + "\n")
     (args.out / "summary.md").write_text(compact_table(cells, list(variants), pooled_rows) + "\n\n"
-                                         + pooled_seed_text(pooled_rows) + "\n")
+                                         + pooled_seed_text(pooled_rows) + "\n"
+                                         + (f"\n{versus}\n" if versus else ""))
     return report
 
 

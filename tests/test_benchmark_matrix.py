@@ -159,6 +159,13 @@ def test_matrix_command_runs_a_tiny_matrix(tmp_path, capsys):
                  "--per-seed", "0", "--jobs", "1", "--variants", "astar", "--out", str(tmp_path)])
     assert "0 to run" in capsys.readouterr().out
     assert StepRule("x").budget == 0
+    # a variant against another (not plain) at the seed level: attribute binding against A-STAR
+    report = matrix.main(["--family", "tune", "--counts", "3", "--samplers", "ddim", "--steps", "2", "--seeds", "3",
+                          "--per-seed", "1", "--jobs", "1", "--variants", "astar,astar_bind",
+                          "--versus", "astar_bind:astar", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert "| astar_bind vs astar |" in text and "| all cells | 3 |" in text and "| 3 objects | 3 |" in text
+    assert all(t["seeds"] == 3 for t in report["versus"]["seed"].values())
 
 
 def test_timing_prints_interleaved_ratios(capsys):

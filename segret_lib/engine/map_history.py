@@ -16,6 +16,9 @@ class ImageMaps:
     words: list[str]
     maps: torch.Tensor  # [C, h, w]
     steps: int
+    # attribute binding (binding.py): per concept with modifiers, its head noun's map and then each modifier's
+    # (labels "circle", "red > circle"), averaged the same way; None when binding is off
+    bound: ImageMaps | None = None
 
 
 class MapAccumulator:

@@ -10,7 +10,7 @@ part, at which key positions. A concept is taken from the first sub-prompt that 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .tokens import ConceptTokens, PromptTokens, map_concepts
 
@@ -56,7 +56,7 @@ class PromptPlan:
                     for word, why in zip([w for w in self.words if w not in got], warnings, strict=True):
                         reasons.setdefault(word, why)
                     part_mapped.append(_Mapped(entry.tokens.real_positions,
-                                               {c.word: ConceptTokens(c.word, c.positions, p) for c in found}))
+                                               {c.word: replace(c, part=p) for c in found}))
                 mapped.append(part_mapped)
             self._mapped.append(mapped)
             total = max((s[-1].end_at_step for s in parts if s), default=1)

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 import torch
 
 from ..settings.params import SegretParams
+from .binding import WordMaps, binding_loss
 from .layout import LayoutTarget, layout_terms
 from .losses import binarize, loss_terms
 from .schedule import iterative_schedule, step_size
 from .step_rule import budget_factor, get_rule, lowpass
 
 # forward_maps(x_model) runs the conditional UNet on the sampler-space latent and returns, per image,
-# the concept maps [C_i, H, W] (with gradients).
-ForwardMaps = Callable[[torch.Tensor], list[torch.Tensor]]
+# the concept maps [C_i, H, W] (with gradients); with attribute binding on, (those maps, per image its
+# binding.WordMaps or None), from the same UNet call.
+ForwardMaps = Callable[[torch.Tensor], "list[torch.Tensor] | tuple[list[torch.Tensor], list[WordMaps | None]]"]
 
 
 @dataclass
@@ -62,15 +64,20 @@ class Refiner:
         self.layout_masks = list(layout_masks) if layout_masks is not None else [None] * n_images
         # called with each refined step's maps (detached, before the update) and their rows, when set
         self.on_maps: Callable[[list[torch.Tensor], Sequence[int]], None] | None = None
+        # the same for the binding word maps (binding.WordMaps per image, None without modifiers), when set
+        self.on_words: Callable[[list[WordMaps | None], Sequence[int]], None] | None = None
 
     def image_loss_terms(self, maps: Sequence[torch.Tensor], rows: Sequence[int],
+                         words: Sequence[WordMaps | None] | None = None,
                          ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-        """The method's loss of each image and each image's loss terms, on the device (nothing read back)."""
+        """The method's loss of each image and each image's loss terms, on the device (nothing read back).
+        words: per image, its word maps for the binding term (bind_weight > 0)."""
         p = self.params
         normalise = get_rule(p.step_rule).normalise
         losses: list[torch.Tensor] = []
         terms: list[dict[str, torch.Tensor]] = []
-        for m, row in zip(maps, rows, strict=True):
+        words = list(words) if words is not None else [None] * len(rows)
+        for m, row, w in zip(maps, rows, words, strict=True):
             target = self.layout_masks[row]
             mask = target if target is not None and not isinstance(target, LayoutTarget) else self.prev_masks[row]
             if mask is not None and mask.shape != m.shape:
@@ -80,6 +87,10 @@ class Refiner:
                                                  p.layout_strength, normalise)
             else:
                 loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight, normalise)
+            bind = binding_loss(w, normalise) if p.bind_weight else None
+            if bind is not None:
+                loss = loss + p.bind_weight * bind
+                image_terms = {**image_terms, "bind": bind.detach()}
             losses.append(loss)
             terms.append(image_terms)
         return losses, terms
@@ -118,10 +129,11 @@ class Refiner:
         for it in range(max_updates):
             z = (x_cur / scale).detach().requires_grad_(True)
             with torch.enable_grad():
-                maps = forward_maps((z * scale).to(x.dtype))
+                out = forward_maps((z * scale).to(x.dtype))
+                maps, words = out if isinstance(out, tuple) else (out, None)
                 if maps and not any(m.requires_grad for m in maps):
                     raise NoAttentionGradient
-                per_image, terms = self.image_loss_terms(maps, rows)
+                per_image, terms = self.image_loss_terms(maps, rows, words)
                 loss = torch.stack(per_image).sum() if per_image else torch.zeros(())
             last_loss = loss.detach()
             if it == 0:
@@ -130,6 +142,8 @@ class Refiner:
                     result.maps_before = [m.detach().float().cpu() for m in maps]
                 if self.on_maps is not None:
                     self.on_maps([m.detach() for m in maps], rows)
+                if self.on_words is not None and words is not None:
+                    self.on_words(words, rows)
             active: list[bool] = []
             if eager:
                 values = torch.stack([last_loss, *(v.detach() for v in per_image)]).tolist()

@@ -16,11 +16,12 @@ from torch import nn
 
 from ..settings.params import SegretParams
 from .attention_maps import capture_hw, concept_maps, device_ints
+from .binding import WordMaps, bound_labels, has_modifiers, word_tokens
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
 from .foreign_hooks import grad_safe_hooks
 from .layout import image_target
-from .map_history import MapAccumulator
+from .map_history import ImageMaps, MapAccumulator
 from .patching import parameters_frozen
 from .refine import NoAttentionGradient, Refiner, StepResult
 from .schedule import StepTracker, is_refined_step, last_refined_step, latent_scale, snapshot_steps
@@ -118,6 +119,9 @@ class SegretSession:
         # each image's maps summed over the first pass's refined steps, for the overlays (overlays.py)
         self.overlay_maps = (MapAccumulator(len(self.concepts))
                              if params.show_maps and params.maps_view != "grid" else None)
+        # with binding on, each modifier's map next to its noun's (ImageMaps.bound)
+        self.overlay_words = (MapAccumulator(len(self.concepts))
+                              if self.overlay_maps is not None and params.bind_weight else None)
         self.capture = AttentionCapture()
         self.refiner = Refiner(params, len(self.concepts))
         self.warnings: list[str] = []
@@ -162,6 +166,26 @@ class SegretSession:
     def _collect_maps(self, maps: Sequence[torch.Tensor], rows: Sequence[int]) -> None:
         self.overlay_maps.add(maps, rows, [[c.word for c in self.concepts[r]] for r in rows])
 
+    def _collect_words(self, words: Sequence[WordMaps | None], rows: Sequence[int]) -> None:
+        """Each concept with modifiers: its head's map, then its modifiers' (the binding overlay's order)."""
+        for w, row in zip(words, rows, strict=True):
+            if w is None:
+                continue
+            concepts = self.concepts[row]
+            labels, order = bound_labels(concepts)
+            both = torch.cat([w.heads, w.modifiers]).detach()
+            self.overlay_words.add([both.index_select(0, device_ints(order, both.device))], [row], [labels])
+
+    def overlay_result(self) -> list[ImageMaps | None]:
+        """Each image's concept maps averaged over the first pass's refined steps (with binding, the word maps
+        in ImageMaps.bound); the accumulators are emptied."""
+        maps = self.overlay_maps.result() if self.overlay_maps is not None else []
+        if self.overlay_words is not None:
+            for m, bound in zip(maps, self.overlay_words.result(), strict=True):
+                if m is not None:
+                    m.bound = bound
+        return maps
+
     def begin_pass(self, info: PassInfo) -> None:
         """Install the attention hooks (if not yet) and reset per-pass state."""
         if not self.capture.installed:
@@ -173,6 +197,7 @@ class SegretSession:
         self._apply_layout_boxes()
         first = len(self.passes) == 1
         self.refiner.on_maps = self._collect_maps if self.overlay_maps is not None and first else None
+        self.refiner.on_words = self._collect_words if self.overlay_words is not None and first else None
         self._layers = None
         self.set_total_steps(info.total_steps)
 
@@ -294,7 +319,8 @@ class SegretSession:
         with checkpointed(self.blocks if self.low_vram else ()):
             new_x, res = self.refiner.refine(
                 xs, s, step, info.total_steps,
-                lambda xm: self._forward_maps(xm, sig, part, index, run_unet), rows=part, keep_maps=snapshot,
+                lambda xm: self._forward_maps(xm, sig, part, index, run_unet, words=bool(self.params.bind_weight)),
+                rows=part, keep_maps=snapshot,
                 backward_context=self.capture.replay if self.low_vram else nullcontext,
             )
         merged.loss = (merged.loss or 0.0) + (res.loss or 0.0)
@@ -311,7 +337,10 @@ class SegretSession:
         return new_x
 
     def _forward_maps(self, x_model: torch.Tensor, sig: torch.Tensor, rows: Sequence[int],
-                      index: torch.Tensor, run_unet: RunUnet) -> list[torch.Tensor]:
+                      index: torch.Tensor, run_unet: RunUnet, words: bool = False,
+                      ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[WordMaps | None]]:
+        """Per image, its concept maps [C, H, W] from one conditional UNet call; words: also, per image, the
+        word maps of attribute binding (binding.py; None for an image without a modifier) from the same call."""
         info = self.current
         assert info is not None
         hw = capture_hw(*info.latent_hw)
@@ -338,18 +367,49 @@ class SegretSession:
         avg = torch.stack(probs).mean(dim=0)[:len(pairs)]  # [pairs, N, K]; CFG layout: the cond rows come first
         p = self.params
         maps: dict[int, list[torch.Tensor] | torch.Tensor] = {row: [None] * len(self.concepts[row]) for row in rows}
+        bind = {row: has_modifiers(self.concepts[row]) for row in rows} if words else {}
+        word_maps: dict[int, list[torch.Tensor]] = {row: [] for row in rows if bind.get(row)}
         for j, (_, row, part) in enumerate(pairs):  # each sub-prompt's concepts, put back in the concepts' order
             slots = [k for k, c in enumerate(self.concepts[row]) if c.part == part]
             held = [self.concepts[row][k] for k in slots]
             found = concept_maps(avg[j], hw, self._keys(row, part), held, p.softmax_temperature, p.token_combine,
                                  p.smooth_kernel, p.smooth_sigma)
+            if bind.get(row):
+                word_maps[row].append(concept_maps(avg[j], hw, self._keys(row, part), word_tokens(held)[0],
+                                                   p.softmax_temperature, p.token_combine, p.smooth_kernel,
+                                                   p.smooth_sigma))
             if len(slots) == len(self.concepts[row]):  # all of the image's concepts, in order: no restacking
                 maps[row] = found
                 continue
             for k, m in zip(slots, found, strict=True):
                 maps[row][k] = m
-        return [maps[row] if isinstance(maps[row], torch.Tensor)
-                else torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
+        out = [maps[row] if isinstance(maps[row], torch.Tensor)
+               else torch.stack(maps[row]) if maps[row] else avg.new_zeros((0, *hw)) for row in rows]
+        if not words:
+            return out
+        return out, [self._word_maps(row, word_maps[row], pairs) if bind.get(row) else None for row in rows]
+
+    def _word_maps(self, row: int, per_part: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, int]],
+                   ) -> WordMaps:
+        """An image's binding maps from its sub-prompts' word maps (heads, then modifiers, per sub-prompt), in
+        the image's concept order."""
+        concepts = self.concepts[row]
+        _, owner = word_tokens(concepts)
+        parts = [part for _, r, part in pairs if r == row]
+        if len(parts) == 1:  # one sub-prompt holds every concept: already in order
+            return WordMaps(per_part[0][:len(concepts)], per_part[0][len(concepts):], owner)
+        heads: list[torch.Tensor] = [None] * len(concepts)
+        mods: dict[int, list[torch.Tensor]] = {}
+        for part, m in zip(parts, per_part, strict=True):
+            slots = [k for k, c in enumerate(concepts) if c.part == part]
+            for i, k in enumerate(slots):
+                heads[k] = m[i]
+            at = len(slots)
+            for k in slots:
+                n = len(concepts[k].modifiers)
+                mods[k] = list(m[at:at + n])
+                at += n
+        return WordMaps(torch.stack(heads), torch.stack([x for k in sorted(mods) for x in mods[k]]), owner)
 
     def _keys(self, row: int, part: int) -> int | Sequence[int]:
         keys = self.keys[row]
@@ -387,6 +447,8 @@ class SegretSession:
                 text += f", L_seg {_per_image(first, 'seg'):.3f}->{_per_image(last, 'seg'):.3f}"
             if "ret" in last.parts:
                 text += f", L_ret {_per_image(last, 'ret'):.3f}"
+            if "bind" in first.parts and "bind" in last.parts:  # attribute binding (binding.py)
+                text += f", L_bind {_per_image(first, 'bind'):.3f}->{_per_image(last, 'bind'):.3f}"
             if "inbox" in first.parts and "inbox" in last.parts:  # layout: boxed concepts' map mass in their box
                 text += f", in box {_per_image(first, 'inbox'):.2f}->{_per_image(last, 'inbox'):.2f}"
             if "aae" in first.parts and "aae" in last.parts:

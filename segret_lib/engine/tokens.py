@@ -3,6 +3,7 @@ concatenated along the token axis, as the WebUI encodes prompts over 75 tokens o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,37 @@ class ConceptTokens:
     word: str
     positions: tuple[int, ...]
     part: int = 0
+    words: tuple[tuple[int, ...], ...] = ()  # the positions of each word, in order (empty: one word)
+
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """The key positions of each word of the concept (one group for a one-word concept)."""
+        return self.words or (self.positions,)
+
+    @property
+    def head(self) -> tuple[int, ...]:
+        """The head noun's positions: the last word (attribute binding, binding.py)."""
+        return self.groups[-1]
+
+    @property
+    def modifiers(self) -> tuple[tuple[int, ...], ...]:
+        """The positions of each word before the head ("red" in "red dress"); () for a one-word concept."""
+        return self.groups[:-1]
+
+
+_WORD = re.compile(r"\{([^{}]*)\}|([^\s{}]+)")
+
+
+def concept_words(text: str) -> list[str]:
+    """The words of a concept as typed: split at spaces, with {braces} holding several words as one
+    ("red {traffic light}": the modifier "red" and the head "traffic light"; "{traffic light}": one word)."""
+    return [" ".join((braced if braced is not None and braced.strip() else plain or "").split())
+            for braced, plain in _WORD.findall(text) if (braced or plain or "").strip()]
+
+
+def concept_text(text: str) -> str:
+    """The concept as it appears in the prompt: its words without the braces."""
+    return " ".join(concept_words(text)) or " ".join(text.split())
 
 
 class TokenMappingError(ValueError):
@@ -90,11 +122,14 @@ def locate_concept(
     encode: Callable[[str], list[int]],
     decode: Callable[[list[int]], str] | None = None,
 ) -> ConceptTokens:
-    """Key positions of `word`'s first occurrence in any chunk; TokenMappingError with the reason otherwise."""
+    """Key positions of `word`'s first occurrence in any chunk, grouped by word (ConceptTokens.words);
+    TokenMappingError with the reason otherwise. `word` may hold {braces} (concept_words) and
+    textual-inversion names (the prompt's spans), also as one word of several."""
+    text = concept_text(word)
     for name, positions in prompt.spans:
-        if name.lower() == word.lower():
+        if name.lower() == text.lower():
             return ConceptTokens(word, tuple(positions))
-    ids = [int(i) for i in encode(word)]
+    ids = [int(i) for i in encode(text)]
     if not ids:
         raise TokenMappingError(f"'{word}' has no tokens")
     if len(ids) > CHUNK_TOKENS:
@@ -103,7 +138,11 @@ def locate_concept(
         at = find_subsequence(prompt.chunk_ids(chunk), ids)
         if at >= 0:
             start = chunk * CHUNK_LEN + 1 + at
-            return ConceptTokens(word, tuple(range(start, start + len(ids))))
+            return ConceptTokens(word, tuple(range(start, start + len(ids))),
+                                 words=_word_groups(word, ids, start, encode))
+    by_word = _locate_by_word(prompt, word, encode)
+    if by_word is not None:
+        return by_word
     for chunk in range(len(prompt.chunk_real) - 1):
         if _straddles(prompt.chunk_ids(chunk), prompt.chunk_ids(chunk + 1), ids):
             raise TokenMappingError(
@@ -115,6 +154,54 @@ def locate_concept(
         words = [decode([t]).strip() for c in range(len(prompt.chunk_real)) for t in prompt.chunk_ids(c)]
         seen = f" (prompt tokens: {', '.join(words[:40])}{', ...' if len(words) > 40 else ''})"
     raise TokenMappingError(f"'{word}' is not in the prompt{seen}")
+
+
+def _word_groups(word: str, ids: Sequence[int], start: int,
+                 encode: Callable[[str], list[int]]) -> tuple[tuple[int, ...], ...]:
+    """Split the positions start.. of a concept's ids by word, when its words encode to exactly those ids
+    (a BPE tokenizer splits at spaces first, so they do); () for one word or when they do not add up."""
+    words = concept_words(word)
+    if len(words) < 2:
+        return ()
+    pieces = [[int(i) for i in encode(w)] for w in words]
+    if any(not p for p in pieces) or [i for p in pieces for i in p] != list(ids):
+        return ()
+    groups, at = [], start
+    for p in pieces:
+        groups.append(tuple(range(at, at + len(p))))
+        at += len(p)
+    return tuple(groups)
+
+
+def _locate_by_word(prompt: PromptTokens, word: str, encode: Callable[[str], list[int]]) -> ConceptTokens | None:
+    """A concept of several words of which some are textual-inversion names ("red mycat"): each name's span
+    and each other word's ids, next to each other in one chunk; None if no such placement exists."""
+    words = concept_words(word)
+    names = {n.lower(): tuple(pos) for n, pos in prompt.spans}
+    if len(words) < 2 or not any(w.lower() in names for w in words):
+        return None
+    pieces = [None if w.lower() in names else [int(i) for i in encode(w)] for w in words]
+    if any(p is not None and not p for p in pieces):
+        return None
+    key_ids = {c * CHUNK_LEN + 1 + i: t for c in range(len(prompt.chunk_real))
+               for i, t in enumerate(prompt.chunk_ids(c))}
+    for first in sorted(key_ids):
+        groups, at = [], first
+        for w, p in zip(words, pieces, strict=True):
+            if p is None:
+                span = names[w.lower()]
+                if span[0] != at:
+                    break
+                groups.append(span)
+            else:
+                if any(key_ids.get(at + k) != t for k, t in enumerate(p)):
+                    break
+                groups.append(tuple(range(at, at + len(p))))
+            at = groups[-1][-1] + 1
+        else:
+            if len({(g[0] - 1) // CHUNK_LEN for g in groups}) == 1:
+                return ConceptTokens(word, tuple(i for g in groups for i in g), words=tuple(groups))
+    return None
 
 
 def _straddles(first: Sequence[int], second: Sequence[int], ids: Sequence[int]) -> bool:

@@ -65,7 +65,7 @@ class Generation:
             if self.session.overlay_maps is not None:
                 if not self.overlay_batches:
                     self.overlay_batches.append(None)
-                self.overlay_batches[-1] = self.session.overlay_maps.result()
+                self.overlay_batches[-1] = self.session.overlay_result()
             self.batch_summary = self.session.summary()
             self.session = None
 

@@ -101,15 +101,24 @@ def combined_overlay(image: Image.Image, maps: torch.Tensor, words: Sequence[str
 
 
 def overlay_sheet(image: Image.Image, maps: ImageMaps, layout: Layout = ()) -> Image.Image:
-    """One picture per image: the combined overlay, then each concept's overlay, side by side."""
-    panels = [combined_overlay(image, maps.maps, maps.words, layout)]
-    panels += [concept_overlay(image, maps.maps[i], w, i, box_of(layout, w)) for i, w in enumerate(maps.words)]
+    """One picture per image: the combined overlay, then each concept's overlay, side by side; with attribute
+    binding a second row: per concept with modifiers, its head noun's map and then each modifier's (a modifier
+    bound to its noun shows the same place), labelled "<concept>: <word>", in the concept's colour."""
+    rows = [[combined_overlay(image, maps.maps, maps.words, layout)]
+            + [concept_overlay(image, maps.maps[i], w, i, box_of(layout, w)) for i, w in enumerate(maps.words)]]
+    if maps.bound is not None and maps.bound.words:
+        slot = {w: i for i, w in enumerate(maps.words)}  # labels are "<concept>: <word>"
+        rows.append([concept_overlay(image, maps.bound.maps[i], w, slot.get(w.rsplit(": ", 1)[0], i))
+                     for i, w in enumerate(maps.bound.words)])
     gap = 4
-    w = sum(p.size[0] for p in panels) + gap * (len(panels) - 1)
-    h = max(p.size[1] for p in panels)
+    w = max(sum(p.size[0] for p in row) + gap * (len(row) - 1) for row in rows)
+    h = sum(max(p.size[1] for p in row) for row in rows) + gap * (len(rows) - 1)
     sheet = Image.new("RGB", (w, h), (24, 24, 24))
-    x = 0
-    for p in panels:
-        sheet.paste(p, (x, 0))
-        x += p.size[0] + gap
+    y = 0
+    for row in rows:
+        x = 0
+        for p in row:
+            sheet.paste(p, (x, y))
+            x += p.size[0] + gap
+        y += max(p.size[1] for p in row) + gap
     return sheet

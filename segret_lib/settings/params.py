@@ -73,6 +73,8 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # concept, a step budget per pass, a low-passed gradient), whose step size is calibrated on the benchmark matrix
 # (quality/README.md). Attend-and-Excite keeps its published schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0
+# Attribute binding (engine/binding.py): the weight of L_bind; 0 = off (and old infotexts, which lack it)
+ASTAR_BIND_WEIGHT = 0.0
 V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule
 AAE_STEP_SIZE = 20.0
 
@@ -175,7 +177,7 @@ def _check_enabled(p: Any) -> None:
         raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
     if len(p.concepts) > MAX_CONCEPTS:
         raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(p.concepts)}")
-    if p.method == "astar" and p.seg_weight == 0 and p.ret_weight == 0 and not p.layout:
+    if p.method == "astar" and p.seg_weight == 0 and p.ret_weight == 0 and not p.bind_weight and not p.layout:
         raise ParamError("both loss weights are 0: nothing to optimise")
     from .layout_boxes import LayoutError, check_names
 
@@ -464,6 +466,15 @@ ROWS = (
                 "sums at every step, as before; infotexts without a step rule were made with it.",
             infotext="step rule", write=_write_step_rule, read=_read_step_rule, paste=step_rule_in,
             xyz=Axis("[A-STAR] Step rule", str)),
+    # attribute binding (engine/binding.py): each modifier's map onto its concept's last word, off the others'
+    Setting("bind_weight", "float", ASTAR_BIND_WEIGHT, bounds=(0.0, 100.0),
+            by_method={"astar": ASTAR_BIND_WEIGHT, "aae": 0.0, "both": ASTAR_BIND_WEIGHT}, position=18,
+            label="Binding weight", control=Control("slider", 0.0, 2.0, 0.05),
+            tip="Attribute binding: pulls each modifier's attention (\"red\" in \"red dress\") onto its concept's "
+                "last word and away from the other concepts' (0 = off). The last word is the noun; braces make "
+                "several words one: \"red {traffic light}\". Measured on the shapes test model only "
+                "(quality/README.md).",
+            infotext="bind weight", xyz=Axis("[A-STAR] Binding weight", float)),
 )
 
 SETTINGS = SettingsTable(

@@ -91,6 +91,27 @@ def test_infotext_names_the_step_rule_and_v1_requests_reproduce_v1(webui):
     assert "A-STAR step rule" not in info_aae and info_aae["A-STAR method"] == "Attend-and-Excite", info_aae
 
 
+def test_attribute_binding_through_the_api_writes_and_reproduces_its_infotext(webui):
+    """bind_weight in the API dict: the image changes, the infotext carries the weight and L_bind, and the
+    request rebuilt from the infotext's values gives the same pixels; weight 0 writes no key."""
+    prompt = "a photo of a black cat and a white dog"
+
+    def run(**args):
+        res = webui.txt2img(**request(prompt=prompt, alwayson_scripts={
+            "A-STAR": {"args": [{"concepts": "black cat, white dog", **args}]}}))
+        return res, params(res)
+
+    off, info_off = run()
+    assert "A-STAR bind weight" not in info_off, info_off
+    on, info = run(bind_weight=2)
+    record(webui, "attribute binding", info)
+    assert info["A-STAR bind weight"] == "2" and "L_bind" in info["A-STAR result"], info
+    assert "A-STAR warnings" not in info, info
+    assert on["pixels"][0] != off["pixels"][0]
+    again, _ = run(bind_weight=float(info["A-STAR bind weight"]), step_size=float(info["A-STAR step size"]))
+    assert again["pixels"][0] == on["pixels"][0]
+
+
 @pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "DDIM CFG++"])
 @pytest.mark.parametrize("steps", [4, 8, 20])
 def test_timestep_samplers_refine_every_step_they_run(webui, sampler, steps):
