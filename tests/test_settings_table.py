@@ -103,6 +103,22 @@ def test_accordion_shows_and_pastes_it():
     assert parts.paste_field_names[-1] == "A-STAR binding weight"
 
 
+def test_method_switch_moves_it_in_the_accordion():
+    with gr.Blocks() as blocks:
+        parts = accordion.build_ui(False, InputAccordion, TABLE)
+    control, method = parts.components[-1], parts.components[TABLE.positional.index("method")]
+    dep = next(d for d in blocks.dependencies if method._id in d["inputs"])
+    assert control._id in dep["inputs"] and control._id in dep["outputs"]
+    names = accordion.switched_by_method(TABLE)
+    assert names[-1] == "binding_weight" and set(names) == {"step_size", "iterative", "step_rule", "binding_weight"}
+    handler = accordion.method_switch(names, TABLE)
+    values = {"step_size": 30.0, "iterative": False, "step_rule": "balanced", "binding_weight": 0.0}
+    *updates, previous = handler("Both", "A-STAR", *(values[n] for n in names))
+    assert previous == "Both" and updates[-1]["value"] == 0.5
+    *updates, _ = handler("Both", "A-STAR", *(values[n] for n in names[:-1]), 0.3)  # set by the user: kept
+    assert updates[-1]["value"] == 0.3
+
+
 def test_xyz_axis_is_registered_and_overrides_it():
     class AxisOption:
         def __init__(self, label, type, apply, **kwargs):

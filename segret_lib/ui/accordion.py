@@ -108,8 +108,9 @@ def build_ui(is_img2img: bool, input_accordion: type, table: SettingsTable = SET
                     elem_classes=["segret-layout"])
             put(_lines(table, "layout", LAYOUT_LINES))
     # user input only (not paste, which sets every control from the infotext): the method's defaults
-    switched = ["iterative", "step_size", "step_rule"]
-    made["method"].input(on_method_input, inputs=[made["method"], previous_method, *(made[n] for n in switched)],
+    switched = switched_by_method(table)
+    made["method"].input(method_switch(switched, table),
+                         inputs=[made["method"], previous_method, *(made[n] for n in switched)],
                          outputs=[*(made[n] for n in switched), previous_method], show_progress=False)
     infotext_fields = []
     for name, source in table.paste_fields():
@@ -119,14 +120,27 @@ def build_ui(is_img2img: bool, input_accordion: type, table: SettingsTable = SET
     return UiParts([made[name] for name in table.positional], infotext_fields, table.paste_field_names())
 
 
-def on_method_input(method: str, previous: str, iterative: bool, step_size: float, step_rule: str = "balanced"):
-    """The Method radio changed by the user: the method-dependent controls still at the previous method's
-    default take the new method's (script_args.switch_method); returns (iterative update, step size update,
-    step rule update, new previous)."""
-    try:
-        values = switch_method({"iterative": iterative, "step_size": step_size, "step_rule": step_rule},
-                               previous or "astar", method)
-    except ValueError:  # an unknown label cannot come from the radio; leave everything as it is
-        return gr.update(), gr.update(), gr.update(), previous
-    return (gr.update(value=values["iterative"]), gr.update(value=values["step_size"]),
-            gr.update(value=values["step_rule"]), method)
+def switched_by_method(table: SettingsTable = SETTINGS) -> tuple[str, ...]:
+    """The controls whose default depends on the method (rows with by_method and a place in the UI): the
+    handler's first three (iterative, step size, step rule) in their historical order, then table order."""
+    names = [r.name for r in table.rows if r.by_method is not None and r.position is not None]
+    first = [n for n in ("iterative", "step_size", "step_rule") if n in names]
+    return (*first, *(n for n in names if n not in first))
+
+
+def method_switch(names: tuple[str, ...], table: SettingsTable = SETTINGS):
+    """The Method radio's input handler: (method, previous, *values of `names`) -> (an update per name, the new
+    previous). A control still at the previous method's default takes the new method's
+    (script_args.switch_method); one the user changed stays."""
+
+    def on_input(method: str, previous: str, *values: Any):
+        try:
+            out = switch_method(dict(zip(names, values, strict=True)), previous or "astar", method, table)
+        except ValueError:  # an unknown label cannot come from the radio; leave everything as it is
+            return (*(gr.update() for _ in names), previous)
+        return (*(gr.update(value=out[n]) for n in names), method)
+
+    return on_input
+
+
+on_method_input = method_switch(switched_by_method())  # the accordion's (step size, iterative, step rule)
