@@ -467,8 +467,8 @@ ROWS = (
             infotext="step rule", write=_write_step_rule, read=_read_step_rule, paste=step_rule_in,
             xyz=Axis("[A-STAR] Step rule", str)),
     # attribute binding (engine/binding.py): each modifier's map onto its concept's last word, off the others'
-    Setting("bind_weight", "float", ASTAR_BIND_WEIGHT, bounds=(0.0, 100.0),
-            by_method={"astar": ASTAR_BIND_WEIGHT, "aae": 0.0, "both": ASTAR_BIND_WEIGHT}, position=18,
+    # off for every method for now (measured: quality/README.md); a method-dependent default is a by_method
+    Setting("bind_weight", "float", ASTAR_BIND_WEIGHT, bounds=(0.0, 100.0), position=18,
             label="Binding weight", control=Control("slider", 0.0, 2.0, 0.05),
             tip="Attribute binding: pulls each modifier's attention (\"red\" in \"red dress\") onto its concept's "
                 "last word and away from the other concepts' (0 = off). The last word is the noun; braces make "
