@@ -14,7 +14,16 @@ from quality import matrix, prompt_sets
 from quality.evaluate import read_prompts
 from quality.stats import seed_test, sign_test_p, variance_shares, wilcoxon_p
 from segret_lib.engine.losses import loss_terms, retention_loss, segregation_loss
-from segret_lib.engine.step_rule import RULES, StepRule, budget_factor, get_rule, lowpass
+from segret_lib.engine.step_rule import (
+    RULES,
+    StepRule,
+    budget_factor,
+    fade_factor,
+    get_rule,
+    keep_rms,
+    lowpass,
+    rule_last_step,
+)
 from segret_lib.settings.params import ParamError, SegretParams
 
 
@@ -80,6 +89,28 @@ def test_budget_and_lowpass():
     assert torch.equal(lowpass(checker, (32, 32), 0.5), checker)  # capture as fine as the latent: nothing to cut
     with pytest.raises(ValueError, match="step_rule"):
         get_rule("nope")
+
+
+def test_fade_and_stop_of_a_candidate_rule():
+    fading = StepRule("fading", fade=1.0)
+    assert [fade_factor(fading, t, 4) for t in range(4)] == [1.0, 0.75, 0.5, 0.25]  # (T - t) / T
+    assert fade_factor(StepRule("sq", fade=2.0), 2, 4) == pytest.approx(0.25)
+    assert all(fade_factor(get_rule(n), 7, 10) == 1.0 for n in ("v1", "balanced"))  # the shipped rules: no fade
+    early = StepRule("early", stop=0.6)
+    assert [rule_last_step(early, t) for t in (10, 25, 50, 1)] == [6, 15, 30, 1]
+    assert rule_last_step(get_rule("balanced"), 50) == 0  # every step
+
+
+def test_keep_rms_rescales_each_image_to_its_rms_before_the_update():
+    old = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 2.0, 5.0]).reshape(
+        3, 1, 1, 1)
+    new = old + 0.5 * torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    kept = keep_rms(new, old)
+    rms = lambda t: t.pow(2).mean(dim=(1, 2, 3)).sqrt()  # noqa: E731
+    torch.testing.assert_close(rms(kept), rms(old))
+    assert (rms(new) - rms(old)).abs().min() > 1e-3  # the update did change the norm
+    cos = torch.nn.functional.cosine_similarity(kept.flatten(1), new.flatten(1))
+    torch.testing.assert_close(cos, torch.ones(3))  # the direction of the updated latent is kept
 
 
 def test_step_rule_setting_infotext_and_old_infotexts():

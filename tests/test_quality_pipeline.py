@@ -67,6 +67,20 @@ def test_seeds_are_paired_independently_of_batching():
     torch.testing.assert_close(evaluate.seed_noise([3]), evaluate.seed_noise([1, 3])[1:])
 
 
+def test_start_noise_has_no_mean_colour_and_unit_rms_per_image():
+    unit, raw = evaluate.seed_noise(range(8)), evaluate.seed_noise(range(8), "raw")
+    rms = unit.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    torch.testing.assert_close(rms, torch.ones(8))
+    assert unit.mean(dim=(2, 3)).abs().max() < 1e-6 and raw.mean(dim=(2, 3)).abs().max() < 1e-6
+    raw_rms = raw.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert raw_rms.std() > 0.003  # the raw draws' RMS varies from seed to seed; unit noise is raw rescaled
+    torch.testing.assert_close(unit, raw / raw_rms.reshape(-1, 1, 1, 1))
+    draws = evaluate.seed_noise_sampler([0, 1])(None, None)
+    torch.testing.assert_close(draws.pow(2).mean(dim=(1, 2, 3)).sqrt(), torch.ones(2))
+    with pytest.raises(ValueError, match="noise"):
+        evaluate.seed_noise([0], "pink")
+
+
 @pytest.mark.parametrize("sampler", ["euler", "ddim"])
 def test_refinement_runs_through_the_engine_and_moves_the_image(engine, sampler):
     spec = evaluate.PromptSpec("a red circle and a blue square", ("red circle", "blue square"),

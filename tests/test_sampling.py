@@ -6,6 +6,7 @@ import torch
 from segret_lib.engine import checkpointing
 from segret_lib.engine.capture import cross_attention_modules
 from segret_lib.engine.checkpointing import unet_blocks
+from segret_lib.engine.foreign_hooks import foreign_forward
 from segret_lib.engine.schedule import StepTracker, evaluation_pattern, snapshot_steps
 from segret_lib.engine.session import PassInfo, SegretSession
 from segret_lib.render.visualize import session_grids
@@ -240,6 +241,33 @@ def test_gradient_checkpointed_unet_is_reported_not_silently_ignored():
     assert session.warnings == [session.disabled_reason] and session.passes[0].results == []
     assert torch.isfinite(out).all()
     assert forwards(rig.unet) == [None] * 7
+
+
+def _encoder_without_grad_forward(unet):
+    """A forward set on the UNet instance the way sd-webui-controlnet's UnetHook sets one: the class's forward
+    under no_grad (its encoder always is; after a unit's ending step nothing adds a residual with a graph)."""
+    original = type(unet).forward
+
+    def controlled_forward(self, x, timesteps=None, context=None, **kwargs):
+        with torch.no_grad():
+            return original(self, x, timesteps=timesteps, context=context, **kwargs)
+
+    return controlled_forward.__get__(unet, type(unet))
+
+
+def test_a_foreign_unet_forward_without_grad_is_named_in_the_message():
+    rig = make_rig()
+    rig.unet.forward = _encoder_without_grad_forward(rig.unet)
+    session = rig.session(PROMPTS)
+    out, _ = rig.sample(PROMPTS, steps=3, session=session)
+    reason = session.disabled_reason
+    assert reason.startswith("the attention maps carry no gradient: another extension replaced the UNet's forward")
+    assert "_encoder_without_grad_forward.<locals>.controlled_forward" in reason and "at step 1" in reason
+    assert session.warnings == [reason] and torch.isfinite(out).all()
+    assert forwards(rig.unet) == [None] * 7  # the attention hooks are gone; the other extension's forward stays
+    assert "forward" in vars(rig.unet)
+    rig.unet.forward = type(rig.unet).forward.__get__(rig.unet)  # put back on the instance, as ControlNet restores
+    assert foreign_forward(rig.unet) is None
 
 
 def test_step_tracker_patterns():

@@ -85,3 +85,16 @@ def grad_safe_hooks(model: nn.Module | None) -> Iterator[int]:
         for hooks, key, hook, wrapper in reversed(swapped):
             if hooks.get(key) is wrapper:
                 hooks[key] = hook
+
+
+def foreign_forward(model: nn.Module) -> str | None:
+    """The name of a forward that another extension set on this module instance (sd-webui-controlnet sets one on
+    the UNet while a unit is on), or None when the class's own forward runs."""
+    forward = vars(model).get("forward")
+    if forward is None:
+        return None
+    func = getattr(forward, "__func__", forward)
+    if func is getattr(type(model), "forward", None):  # put back as a bound method (ControlNet's restore does)
+        return None
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(forward).__name__)}"
+

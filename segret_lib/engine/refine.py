@@ -14,7 +14,7 @@ from .binding import WordMaps, binding_loss
 from .layout import LayoutTarget, layout_terms
 from .losses import binarize, loss_terms
 from .schedule import iterative_schedule, step_size
-from .step_rule import budget_factor, get_rule, lowpass
+from .step_rule import budget_factor, fade_factor, get_rule, keep_rms, lowpass
 
 # forward_maps(x_model) runs the conditional UNet on the sampler-space latent and returns, per image,
 # the concept maps [C_i, H, W] (with gradients); with attribute binding on, (those maps, per image its
@@ -116,7 +116,8 @@ class Refiner:
         rows = list(range(x.shape[0])) if rows is None else list(rows)
         result = StepResult(step=step, images=len(rows))
         rule = get_rule(p.step_rule)
-        alpha = step_size(p.step_size, step, total_steps) * budget_factor(rule, total_steps)
+        alpha = (step_size(p.step_size, step, total_steps) * budget_factor(rule, total_steps)
+                 * fade_factor(rule, step, total_steps))
         target = iterative_schedule(p, total_steps).get(step)
         max_updates = p.iterative_max if target is not None else 1
         eager = max_updates > 1  # decide between updates on the host
@@ -171,14 +172,19 @@ class Refiner:
                 if not all(active):
                     grad = grad * torch.tensor(active, dtype=grad.dtype, device=grad.device).reshape(
                         -1, *([1] * (grad.dim() - 1)))
-                x_cur = x_cur - alpha * scale * grad
+                x_cur = self._moved(rule, x_cur, alpha * scale * grad)
                 result.updates += 1
             else:  # applied on the device only if the loss and the gradient are finite
                 loss_ok = torch.isfinite(last_loss)
-                x_cur = torch.where(loss_ok & grad_ok, x_cur - alpha * scale * grad, x_cur)
+                x_cur = torch.where(loss_ok & grad_ok, self._moved(rule, x_cur, alpha * scale * grad), x_cur)
                 checks = [loss_ok, grad_ok]
         self._finish(result, maps, rows, first_terms, last_loss, checks, eager)
         return x_cur.to(x.dtype), result
+
+    @staticmethod
+    def _moved(rule, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """x - delta, at x's RMS per image when the rule keeps the norm."""
+        return keep_rms(x - delta, x) if rule.keep_norm else x - delta
 
     def _finish(self, result: StepResult, maps: Sequence[torch.Tensor], rows: Sequence[int],
                 first_terms: Sequence[dict[str, torch.Tensor]], last_loss: torch.Tensor | None,

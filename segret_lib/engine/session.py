@@ -19,7 +19,7 @@ from .attention_maps import capture_hw, concept_maps, device_ints
 from .binding import WordMaps, bound_labels, has_modifiers, word_tokens
 from .capture import AttentionCapture, CaptureComplete
 from .checkpointing import checkpointed
-from .foreign_hooks import grad_safe_hooks
+from .foreign_hooks import foreign_forward, grad_safe_hooks
 from .layout import image_target
 from .map_history import ImageMaps, MapAccumulator
 from .patching import parameters_frozen
@@ -274,7 +274,12 @@ class SegretSession:
             elif isinstance(err, ModelSwitched):
                 self.disabled_reason = f"{err}; A-STAR stopped at step {step + 1}"
             elif isinstance(err, NoAttentionGradient):
-                self.disabled_reason = f"{err}; switched off for this image"
+                owner = foreign_forward(self.model)
+                why = str(err) if owner is None else (
+                    f"the attention maps carry no gradient: another extension replaced the UNet's forward ({owner}) "
+                    "and runs it without gradients (sd-webui-controlnet does once a unit's ending control step "
+                    "has passed)")
+                self.disabled_reason = f"{why}; switched off for this image at step {step + 1}"
             else:
                 self.disabled_reason = f"refinement failed ({type(err).__name__}: {err}); switched off for this image"
                 log.exception("A-STAR refinement failed")

@@ -36,6 +36,9 @@ class StepRule:
     budget: int = 0  # 0: every refined step gets alpha_t; n: alpha_t * min(1, n / T) ** power
     blur: float = 0.0  # Gaussian sigma of the gradient low-pass, in capture cells (0 = off)
     power: float = 1.0  # the budget's factor is min(1, budget / T) ** power
+    fade: float = 0.0  # alpha_t * ((T - t) / T) ** fade: later steps move less (0 = off)
+    stop: float = 0.0  # refine only the first ceil(stop * T) steps of a pass (0 = every step)
+    keep_norm: bool = False  # rescale each image's updated latent to the RMS it had before the update
 
 
 RULES: dict[str, StepRule] = {
@@ -63,6 +66,30 @@ def budget_factor(rule: StepRule, total_steps: int) -> float:
     if rule.budget <= 0 or total_steps <= 0:
         return 1.0
     return min(1.0, rule.budget / total_steps) ** rule.power
+
+
+def fade_factor(rule: StepRule, step: int, total_steps: int) -> float:
+    """The factor on alpha_t at 0-based `step` of a pass of total_steps steps (1 when the rule has no fade)."""
+    if rule.fade <= 0 or total_steps <= 1:
+        return 1.0
+    t = min(max(step, 0), total_steps - 1)
+    return ((total_steps - t) / total_steps) ** rule.fade
+
+
+def rule_last_step(rule: StepRule, total_steps: int) -> int:
+    """The rule's last refined step of a pass (1-based; 0 = every step)."""
+    if rule.stop <= 0 or total_steps <= 0:
+        return 0
+    return max(1, min(total_steps, math.ceil(rule.stop * total_steps - 1e-9)))
+
+
+def keep_rms(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """new rescaled per image (dim 0) to old's RMS: the update changes the latent's content, not its norm, which
+    the UNet reads as the noise level it has to remove and which its normalisation layers cannot see."""
+    dims = tuple(range(1, new.dim()))
+    rms_new = new.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    rms_old = old.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    return new * (rms_old / rms_new.clamp_min(1e-12))
 
 
 def lowpass(grad: torch.Tensor, capture_hw: tuple[int, int], sigma_cells: float) -> torch.Tensor:
