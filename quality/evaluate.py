@@ -72,28 +72,49 @@ def read_prompts(path: Path) -> list[PromptSpec]:
     return specs
 
 
-def seed_noise(seeds: Sequence[int]) -> torch.Tensor:
-    """Unit Gaussian noise [len(seeds), 3, SIZE, SIZE], one generator per seed (same in every process), with each
-    image's mean colour removed.
+NOISES = ("unit", "raw")
+"""Start noise of the benchmark: "unit" (each image's draw with its mean colour removed and scaled to RMS 1, the
+default) or "raw" (the mean removed only: every result in quality/results before the noise fix)."""
 
-    An eps-prediction model with non-zero terminal SNR cannot tell the start noise's mean colour from the
-    image's (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"): on this 32x32
+
+def _unit_rms(noise: torch.Tensor) -> torch.Tensor:
+    return noise / noise.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+
+
+def seed_noise(seeds: Sequence[int], noise: str = "unit") -> torch.Tensor:
+    """Gaussian noise [len(seeds), 3, SIZE, SIZE], one generator per seed (same in every process), with each
+    image's mean colour removed and (noise "unit") its RMS set to 1.
+
+    The mean: an eps-prediction model with non-zero terminal SNR cannot tell the start noise's mean colour from
+    the image's (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"): on this 32x32
     pixel model that mean, 1/32 of sigma_max = 0.8 per channel, survived as a whole-image tint (border colour
     std 0.23 over 16 seeds, correlation 0.97 with the noise mean; 0.02 without the mean), which washed out
-    object colours. Removing it drops 3 of 3072 degrees of freedom."""
-    noise = torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(int(s)))
-                       for s in seeds])
-    return noise - noise.mean(dim=(2, 3), keepdim=True)
+    object colours.
+
+    The RMS: a draw of 3072 values has an RMS of 1 +- 0.013 (one sd; SD1.5's 16384-value latent at 512 px:
+    +- 0.0055), and the model cannot see it (its GroupNorm layers remove the input's scale), so it removes noise
+    of RMS 1: at sigma_max = 25.8 a draw of RMS 1.015 leaves 0.38 of noise in the first prediction of the clean
+    image, and the image ends as noise. Before this fix the seed decided the grain (stray pixels 99 % seed in a
+    crossed cell; seeds 500-563, Euler 10 steps: noise RMS against stray r = 0.77, 18 of 64 seeds ended as
+    noise); with it no seed does (quality/README.md, "Why the seed decided"). Each fix drops 3 + 1 of 3072
+    degrees of freedom."""
+    if noise not in NOISES:
+        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+    draw = torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(int(s)))
+                      for s in seeds])
+    draw = draw - draw.mean(dim=(2, 3), keepdim=True)
+    return _unit_rms(draw) if noise == "unit" else draw
 
 
-def seed_noise_sampler(seeds: Sequence[int]):
+def seed_noise_sampler(seeds: Sequence[int], noise: str = "unit"):
     """The ancestral samplers' per-step noise, one generator per image seeded from its seed (apart from the start
     noise's), so an image's noise does not depend on the batch it is sampled in and plain and refined runs of
-    the same seed get the same noise."""
+    the same seed get the same noise; with noise "unit" each draw has RMS 1 per image, as the start noise."""
     gens = [torch.Generator().manual_seed(1_000_003 + 7919 * int(s)) for s in seeds]
 
     def sample(_sigma, _sigma_next) -> torch.Tensor:
-        return torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=g) for g in gens])
+        draw = torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=g) for g in gens])
+        return _unit_rms(draw) if noise == "unit" else draw
 
     return sample
 
@@ -103,6 +124,7 @@ class Engine:
     """The trained model, its k-diffusion denoiser, and a builder for SegretSessions."""
 
     model: ShapesLDM
+    noise: str = "unit"  # NOISES
     denoiser: object = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +151,7 @@ class Engine:
         cond = self.model.text([spec.prompt for spec in specs])
         uncond = self.model.text([""] * n)
         session = self.session(specs, params) if params is not None else None
-        noise = seed_noise(seeds)
+        noise = seed_noise(seeds, self.noise)
         try:
             if sampler == "ddim":
                 out = self._ddim(noise, cond, uncond, steps, cfg, session)
@@ -159,7 +181,7 @@ class Engine:
             return ks.sample_euler(model, x, sigmas, callback=model.callback, disable=True)
         if sampler == "euler_a":
             return ks.sample_euler_ancestral(model, x, sigmas, callback=model.callback, disable=True,
-                                             noise_sampler=seed_noise_sampler(seeds))
+                                             noise_sampler=seed_noise_sampler(seeds, self.noise))
         return ks.sample_dpmpp_2m(model, x, sigmas, callback=model.callback, disable=True)
 
     def _ddim(self, z: torch.Tensor, cond, uncond, steps: int, cfg: float,
@@ -334,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--sampler", choices=SAMPLERS, default="euler")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--noise", choices=NOISES, default="unit", help="start noise (seed_noise): unit RMS or raw")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="A-STAR setting for every refined variant, e.g. step_size=40")
@@ -347,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     specs = read_prompts(args.prompts)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     base = dict(kv.split("=", 1) for kv in args.set)
-    engine = Engine(load(args.weights))
+    engine = Engine(load(args.weights), noise=args.noise)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:

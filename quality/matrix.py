@@ -32,7 +32,7 @@ import numpy as np
 from segret_lib.engine.step_rule import RULES, StepRule, register
 from segret_lib.settings.params import ASTAR_BIND_WEIGHT, ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
 
-from .evaluate import SAMPLERS, Record, read_prompts
+from .evaluate import NOISES, SAMPLERS, Record, read_prompts
 from .evaluate import VARIANTS as EVALUATE_VARIANTS
 from .stats import keyed, seed_test, sign_test_p, variance_shares
 
@@ -71,8 +71,9 @@ def _run_job(job: dict) -> dict:
     torch.set_num_threads(1)
     for name, fields in job["rules"].items():
         register(StepRule(**{**fields, "name": name}))
-    engine = _ENGINE.get("engine") or Engine(load())
-    _ENGINE["engine"] = engine
+    noise = job.get("noise", "raw")  # jobs cached before the noise fix have no key: raw noise
+    engine = _ENGINE.get(noise) or Engine(load(), noise=noise)
+    _ENGINE[noise] = engine
     specs = [PromptSpec(p, tuple(c), tuple(tuple(o) for o in objs)) for p, c, objs in job["specs"]]
     records, spi = run_pairs(engine, specs, job["pairs"], job["sampler"], job["steps"], job["cfg"],
                              job["changes"], job["batch"])
@@ -283,7 +284,9 @@ def parse_rule(text: str) -> tuple[str, dict]:
         if kv.strip():
             k, v = kv.split("=", 1)
             fields[k.strip()] = {"normalise": lambda x: x.strip() in ("1", "true"), "budget": int,
-                                 "blur": float, "power": float}[k.strip()](v)
+                                 "blur": float, "power": float,
+                                 "fade": float, "stop": float,
+                                 "keep_norm": lambda x: x.strip() in ("1", "true")}[k.strip()](v)
     return fields["name"], fields
 
 
@@ -300,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="comma-separated names, or NAME:key=value;key=value for a setting variant")
     ap.add_argument("--rule", action="append", default=[], metavar="NAME:normalise=1,budget=10,blur=0.5",
                     help="register a step rule for the run (tuning)")
+    ap.add_argument("--noise", default="unit", choices=NOISES,
+                    help="start noise: unit RMS per image (default), or raw (the results before the noise fix)")
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
     ap.add_argument("--batch", type=int, default=96)
@@ -326,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     job = {"specs": plain_specs, "pairs": [[i, s] for i, s in pairs], "sampler": sampler,
                            "steps": steps, "cfg": args.cfg, "changes": changes, "batch": args.batch,
                            "rules": {k: v for k, v in rules.items() if changes and changes.get("step_rule") == k}}
+                    if args.noise != "raw":  # raw: the key of the jobs cached before the noise fix
+                        job["noise"] = args.noise
                     if uses_default_rule(changes):  # the cache follows a change of the default rule
                         job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
                         if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:  # ... and of binding's default
@@ -371,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if "variance" in report:
         print("\nvariance shares (method, prompt, seed, residual):", json.dumps(report["variance"], indent=1))
     (args.out / "matrix.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "records.json").write_text(json.dumps(  # every image's record, for analyses beyond the tables
+        {cell: {name: [asdict(r) for r in recs] for name, (recs, _) in by_name.items()}
+         for cell, by_name in raw.items()}) + "\n")
     (args.out / "matrix.md").write_text(text + "\n")
     (args.out / "summary.md").write_text(compact_table(cells, list(variants), pooled_rows) + "\n\n"
                                          + pooled_seed_text(pooled_rows) + "\n"
