@@ -300,9 +300,13 @@ def sdxl_checkpoint(name: str, seed: int) -> None:
     clip_g = open_clip.create_model(G_CONFIG_NAME, pretrained=None)
     del clip_g.visual
     randomize(unet, seed)
-    with torch.no_grad():  # a non-zero mean of the hidden states both towers give (emphasis rescales by it)
-        clip_l.text_model.embeddings.position_embedding.weight.add_(0.5)
-        clip_g.positional_embedding.add_(0.5)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        # unit-variance token embeddings with a non-zero mean: SDXL reads the penultimate layer (no final norm),
+        # where tokens initialised at 0.02 give every token almost the same key (flat maps); emphasis rescales
+        # by the context's mean
+        for emb in (clip_l.text_model.embeddings.token_embedding.weight, clip_g.token_embedding.weight):
+            emb.copy_(torch.randn(emb.shape, generator=g) + 0.5)
     sd = {}
     parts = (("model.diffusion_model.", unet), ("first_stage_model.", vae),
              ("conditioner.embedders.0.transformer.", clip_l), ("conditioner.embedders.1.model.", clip_g))
