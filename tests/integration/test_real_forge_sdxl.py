@@ -14,10 +14,8 @@ import pytest
 
 from tests.integration.test_real_forge import _png
 from tests.integration.test_real_webui import astar_axis, interrupted, params, record, result_counts, xyz_args
+from tests.integration.test_real_webui_sdxl import OFF, ON, PROMPT, spread, title
 
-PROMPT = "a photo of a cat and a dog"
-ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
-OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
 MODEL = "tiny-sdxl"
 REFINER = "tiny-sdxl-refiner"  # a link to the same file: another checkpoint to Forge
 
@@ -39,16 +37,6 @@ def refined_all(info: dict) -> tuple[int, int]:
     return done, total
 
 
-def spread(pixels: bytes) -> int:
-    """Max - min of the decoded pixel bytes (0 for a blank image)."""
-    body = pixels[pixels.index(b")") + 1:]
-    return max(body) - min(body)
-
-
-def title(server, name: str) -> str:
-    return next(m["title"] for m in server.get("/sdapi/v1/sd-models") if m["model_name"] == name)
-
-
 @pytest.fixture(scope="module")
 def xl(forge):
     """The server with the SDXL checkpoint loaded; the checkpoint before it is put back afterwards."""
@@ -65,12 +53,20 @@ def plain(xl):
     """The first SDXL request, before A-STAR ran on SDXL."""
     res = xl.txt2img(**request())
     assert params(res)["Model"] == MODEL, params(res)
+    # Forge split the checkpoint as SDXL's (a second text encoder, CLIP-G)
+    assert re.search(r"StateDict Keys: \{'unet': \d+, 'vae': \d+, 'text_encoder': \d+, 'text_encoder_2': \d+",
+                     xl.log_text()), "Forge did not load the checkpoint as SDXL"
     return res
 
 
-def test_sdxl_enabled_refines_and_disabled_stays_bit_identical(xl, plain):
+@pytest.fixture(scope="module")
+def on(xl, plain):
+    """A-STAR on with Euler a (the first request that refines on SDXL)."""
+    return xl.txt2img(**request(alwayson_scripts=ON))
+
+
+def test_sdxl_enabled_refines_and_disabled_stays_bit_identical(xl, plain, on):
     assert spread(plain["pixels"][0]) > 32  # the tiny model draws something (a blank image hides changes)
-    on = xl.txt2img(**request(alwayson_scripts=ON))
     info = params(on)
     record(xl, "SDXL enabled (Euler a)", info)
     assert info["A-STAR concepts"] == "cat, dog" and info["Model"] == MODEL, info
@@ -83,9 +79,9 @@ def test_sdxl_enabled_refines_and_disabled_stays_bit_identical(xl, plain):
 
 
 @pytest.mark.parametrize(("sampler", "scheduler", "steps"),
-                         [("Euler a", "Automatic", 4), ("DPM++ 2M", "Karras", 4), ("DDIM", "Automatic", 3)])
+                         [("DPM++ 2M", "Karras", 4), ("DDIM", "Automatic", 3)])
 def test_sdxl_samplers_refine_every_step(xl, sampler, scheduler, steps):
-    """DDIM runs len(timesteps) - 1 = 3 model steps at 4 steps, each refined."""
+    """(Euler a: the test above.) DDIM runs len(timesteps) - 1 = 3 model steps at 4 steps, each refined."""
     res = xl.txt2img(**request(sampler_name=sampler, scheduler=scheduler, alwayson_scripts=ON))
     info = params(res)
     record(xl, f"SDXL {sampler} {scheduler}", info)
@@ -126,14 +122,14 @@ def test_sdxl_img2img_refines(xl, plain):
     assert off["pixels"][0] != res["pixels"][0]
 
 
-def test_sdxl_low_vram_refines_every_step(xl):
+def test_sdxl_low_vram_refines_every_step(xl, on):
     """Checkpointed blocks recompute the same activations: the same image as without Low VRAM."""
     args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "low_vram": True}]}}
     res = xl.txt2img(**request(alwayson_scripts=args))
     info = params(res)
     record(xl, "SDXL low VRAM", info)
     assert refined_all(info) == (4, 4)
-    assert res["pixels"][0] == xl.txt2img(**request(alwayson_scripts=ON))["pixels"][0]
+    assert res["pixels"][0] == on["pixels"][0]
 
 
 def test_sdxl_layout_with_overlays(xl):
@@ -175,11 +171,15 @@ def test_sdxl_interrupt_then_clean_requests(xl, plain):
     assert refined_all(params(xl.txt2img(**request(alwayson_scripts=ON)))) == (4, 4)
 
 
-def test_sdxl_xyz_step_size_axis(xl):
-    res = xl.txt2img(**request(script_name="x/y/z plot", script_args=xyz_args(astar_axis(xl), "10, 60"),
-                               alwayson_scripts=ON))
+def xyz_cells(server, values: str) -> list[dict]:
+    res = server.txt2img(**request(script_name="x/y/z plot", script_args=xyz_args(astar_axis(server), values),
+                                   alwayson_scripts=ON))
     cells = [params({"info": {"infotexts": [t]}}) for t in res["info"]["infotexts"]]
     for cell in cells:
-        record(xl, "SDXL X/Y/Z step size", cell)
-    assert {"10", "60"} <= {c.get("A-STAR step size") for c in cells}, cells
+        record(server, f"SDXL X/Y/Z step size {values}", cell)
     assert all(refined_all(c) == (4, 4) for c in cells if "A-STAR result" in c), cells
+    return cells
+
+
+def test_sdxl_xyz_step_size_axis(xl):
+    assert {"10", "60"} <= {c.get("A-STAR step size") for c in xyz_cells(xl, "10, 60")}
