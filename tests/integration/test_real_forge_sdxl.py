@@ -13,7 +13,15 @@ import re
 import pytest
 
 from tests.integration.test_real_forge import _png
-from tests.integration.test_real_webui import astar_axis, interrupted, params, record, result_counts, xyz_args
+from tests.integration.test_real_webui import (
+    astar_axis,
+    interrupted,
+    params,
+    record,
+    reload_ui,
+    result_counts,
+    xyz_args,
+)
 from tests.integration.test_real_webui_sdxl import OFF, ON, PROMPT, spread, title
 
 MODEL = "tiny-sdxl"
@@ -181,5 +189,9 @@ def xyz_cells(server, values: str) -> list[dict]:
     return cells
 
 
-def test_sdxl_xyz_step_size_axis(xl):
+def test_sdxl_xyz_axis_before_and_after_reload_ui(xl):
+    """Forge's Gradio 4 runs the Reload UI button's event through /run/predict as A1111's does."""
     assert {"10", "60"} <= {c.get("A-STAR step size") for c in xyz_cells(xl, "10, 60")}
+    reload_ui(xl)
+    assert {"20", "50"} <= {c.get("A-STAR step size") for c in xyz_cells(xl, "20, 50")}
+    assert params(xl.txt2img(**request()))["Model"] == MODEL  # still the SDXL model
