@@ -2,9 +2,14 @@
 
 WORK/models/Stable-diffusion/a-tiny-sd1.safetensors (+ .yaml) an SD1 checkpoint with small channel counts
 WORK/models/Stable-diffusion/b-tiny-sd1-refiner.safetensors     another one (the refiner in the tests)
-WORK/models/Lora/tiny-lora.safetensors                        a LoRA with kohya key names for it
+WORK/models/Stable-diffusion/c-tiny-sdxl.safetensors (+ .yaml) an SDXL checkpoint (sgm DiffusionEngine, CLIP-L +
+                                                               OpenCLIP-G text towers, size conditioning)
+WORK/models/Stable-diffusion/d-tiny-sdxl-refiner.safetensors    another one (the SDXL refiner in the tests)
+WORK/models/Lora/tiny-lora.safetensors                        a LoRA with kohya key names for the SD1 one
 WORK/hf/hub/models--openai--clip-vit-large-patch14             the CLIP tokenizer files (from open-clip-torch's
                                                                BPE vocabulary) and a tiny text-model config
+open_clip/model_configs/segret-tiny-g.json (in the venv)       the tiny OpenCLIP text tower the SDXL yaml names
+                                                               (open_clip builds a model by its config's name)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 WORK = Path(sys.argv[1]).resolve()
 WEBUI = WORK / "webui"
 sys.path.insert(0, str(WEBUI / "repositories" / "stable-diffusion-stability-ai"))
+sys.path.insert(0, str(WEBUI / "repositories" / "generative-models"))
 
 CONTEXT = 64  # text hidden size = the UNet's context_dim
 SNAPSHOT = "0000000000000000000000000000000000000000"
@@ -166,6 +172,153 @@ def sd1_checkpoint(name: str, seed: int) -> dict[str, torch.Tensor]:
     (out / f"{name}.yaml").write_text(SD1_YAML)
     return {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
 
+# SDXL: the sgm config of sd_xl_base.yaml at small size. The UNet's context is CLIP-L's hidden size (CONTEXT) plus
+# OpenCLIP-G's width (G_WIDTH); its vector is G's pooled projection plus the six 256-wide size embeddings.
+G_WIDTH = 64
+G_CONFIG_NAME = "segret-tiny-g"
+G_CONFIG = {
+    "embed_dim": G_WIDTH,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": G_WIDTH, "heads": 2, "layers": 2},
+}
+
+SDXL_YAML = f"""\
+model:
+  target: sgm.models.diffusion.DiffusionEngine
+  params:
+    scale_factor: 0.13025
+    disable_first_stage_autocast: True
+    denoiser_config:
+      target: sgm.modules.diffusionmodules.denoiser.DiscreteDenoiser
+      params:
+        num_idx: 1000
+        weighting_config:
+          target: sgm.modules.diffusionmodules.denoiser_weighting.EpsWeighting
+        scaling_config:
+          target: sgm.modules.diffusionmodules.denoiser_scaling.EpsScaling
+        discretization_config:
+          target: sgm.modules.diffusionmodules.discretizer.LegacyDDPMDiscretization
+    network_config:
+      target: sgm.modules.diffusionmodules.openaimodel.UNetModel
+      params:
+        adm_in_channels: {G_WIDTH + 6 * 256}
+        num_classes: sequential
+        use_checkpoint: False
+        in_channels: 4
+        out_channels: 4
+        model_channels: 32
+        attention_resolutions: [4, 2]
+        num_res_blocks: 1
+        channel_mult: [1, 2, 2]
+        num_head_channels: 32
+        use_spatial_transformer: True
+        use_linear_in_transformer: True
+        transformer_depth: [1, 1, 2]
+        context_dim: {CONTEXT + G_WIDTH}
+        spatial_transformer_attn_type: softmax-xformers
+        legacy: False
+    conditioner_config:
+      target: sgm.modules.GeneralConditioner
+      params:
+        emb_models:
+          - is_trainable: False
+            input_key: txt
+            target: sgm.modules.encoders.modules.FrozenCLIPEmbedder
+            params:
+              layer: hidden
+              layer_idx: 1
+          - is_trainable: False
+            input_key: txt
+            target: sgm.modules.encoders.modules.FrozenOpenCLIPEmbedder2
+            params:
+              arch: {G_CONFIG_NAME}
+              version: null
+              freeze: True
+              layer: penultimate
+              always_return_pooled: True
+              legacy: False
+          - is_trainable: False
+            input_key: original_size_as_tuple
+            target: sgm.modules.encoders.modules.ConcatTimestepEmbedderND
+            params:
+              outdim: 256
+          - is_trainable: False
+            input_key: crop_coords_top_left
+            target: sgm.modules.encoders.modules.ConcatTimestepEmbedderND
+            params:
+              outdim: 256
+          - is_trainable: False
+            input_key: target_size_as_tuple
+            target: sgm.modules.encoders.modules.ConcatTimestepEmbedderND
+            params:
+              outdim: 256
+    first_stage_config:
+      target: sgm.models.autoencoder.AutoencoderKLInferenceWrapper
+      params:
+        embed_dim: 4
+        monitor: val/rec_loss
+        ddconfig:
+          attn_type: vanilla
+          double_z: true
+          z_channels: 4
+          resolution: 256
+          in_channels: 3
+          out_ch: 3
+          ch: 32
+          ch_mult: [1, 1, 1, 1]
+          num_res_blocks: 1
+          attn_resolutions: []
+          dropout: 0.0
+        lossconfig:
+          target: torch.nn.Identity
+"""
+
+
+def open_clip_config() -> None:
+    """The tiny OpenCLIP-G config, where open_clip looks configs up by name (its package's model_configs/)."""
+    import open_clip
+
+    path = Path(open_clip.__file__).parent / "model_configs" / f"{G_CONFIG_NAME}.json"
+    path.write_text(json.dumps(G_CONFIG, indent=2))
+    open_clip.add_model_config(str(path))
+
+
+def sdxl_checkpoint(name: str, seed: int) -> None:
+    """The tiny SDXL checkpoint: each part built on its own (the whole DiffusionEngine would load CLIP-L from the
+    hub cache and the OpenCLIP weights), with the key names of the DiffusionEngine."""
+    import open_clip
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+    from sgm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = OmegaConf.create(SDXL_YAML).model.params
+    torch.manual_seed(seed)
+    unet = instantiate_from_config(cfg.network_config)
+    vae = instantiate_from_config(cfg.first_stage_config)
+    clip_l = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in TEXT_CONFIG.items() if k != "architectures"}))
+    clip_g = open_clip.create_model(G_CONFIG_NAME, pretrained=None)
+    del clip_g.visual
+    randomize(unet, seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        # unit-variance token embeddings with a non-zero mean: SDXL reads the penultimate layer (no final norm),
+        # where tokens initialised at 0.02 give every token almost the same key (flat maps); emphasis rescales
+        # by the context's mean
+        for emb in (clip_l.text_model.embeddings.token_embedding.weight, clip_g.token_embedding.weight):
+            emb.copy_(torch.randn(emb.shape, generator=g) + 0.5)
+    sd = {}
+    parts = (("model.diffusion_model.", unet), ("first_stage_model.", vae),
+             ("conditioner.embedders.0.transformer.", clip_l), ("conditioner.embedders.1.model.", clip_g))
+    for prefix, m in parts:
+        for k, v in m.state_dict().items():
+            sd[prefix + k] = v.detach().float().contiguous().clone()
+    out = WORK / "models" / "Stable-diffusion"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(out / f"{name}.safetensors"))
+    (out / f"{name}.yaml").write_text(SDXL_YAML)
+    print(f"{name}: UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, {len(sd)} tensors")
+
 
 def kohya_lora(unet_sd: dict[str, torch.Tensor], rank: int = 4) -> None:
     """LoRA on every attention projection and proj_in/proj_out, keys `lora_unet_<compvis name>.lora_down.weight`
@@ -195,6 +348,9 @@ def main() -> None:
     unet_sd = sd1_checkpoint("a-tiny-sd1", seed=1)
     sd1_checkpoint("b-tiny-sd1-refiner", seed=2)
     kohya_lora(unet_sd)
+    open_clip_config()
+    sdxl_checkpoint("c-tiny-sdxl", seed=3)
+    sdxl_checkpoint("d-tiny-sdxl-refiner", seed=4)
     print("models ready in", WORK / "models")
 
 

@@ -2,11 +2,13 @@
 # Prepares the real Stable Diffusion WebUI Forge for the integration tests, offline, on the CPU:
 #   - a separate venv (python 3.11, torch 2.14.1 + torchvision 0.29.1, Forge's requirements_versions.txt),
 #   - a writable copy of the Forge tree named by SEGRET_FORGE_DIR with this extension copied into extensions/,
-#     its bundled SD1.5 text-encoder and VAE configs shrunk (the tiny checkpoint below matches them),
-#   - a tiny random-weight SD1.5-shaped checkpoint (320 base channels, context 768: what Forge recognises).
+#     its bundled SD1.5 and SDXL text-encoder and VAE configs shrunk (the tiny checkpoints below match them),
+#   - a tiny random-weight SD1.5-shaped checkpoint (320 base channels, context 768: what Forge recognises) and an
+#     SDXL-shaped one (320 channels, context 2048, vector 2816, transformer depths [0,0,2,2,10,10]).
 # Everything goes under SEGRET_FORGE_WORK (default: .forge-work in the repository root; git-ignored), except the
 # venv: SEGRET_FORGE_VENV, default ~/.cache/sd-webui-segret/forge-venv, kept between runs while its requirements
-# are unchanged; WORK/venv links to it. The tree and the model are rebuilt on every run.
+# are unchanged; WORK/venv links to it. The tree and the SD1.5 model are rebuilt on every run, the SDXL model
+# (510 MiB) only when its recipe changed (make_forge_model.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/integration/host_setup.sh

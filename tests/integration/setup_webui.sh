@@ -2,7 +2,8 @@
 # Prepares the real AUTOMATIC1111 WebUI for the integration tests, offline, on the CPU:
 #   - a separate venv (python 3.11, torch 2.14.1 + torchvision 0.29.1, the WebUI's requirements_versions.txt),
 #   - a writable copy of the WebUI tree named by SEGRET_WEBUI_DIR with this extension copied into extensions/,
-#   - tiny random-weight checkpoints (SD1, SDXL), a tiny kohya-style LoRA and the CLIP tokenizer HF cache.
+#   - tiny random-weight checkpoints (SD1, SDXL), a tiny kohya-style LoRA and the CLIP tokenizer HF cache; the
+#     tiny SDXL's OpenCLIP-G config (segret-tiny-g.json) goes into the venv's open_clip/model_configs.
 # Everything goes under SEGRET_WEBUI_WORK (default: .webui-work in the repository root; git-ignored), except the
 # venv (6.6 GB, about 10 minutes to install): SEGRET_WEBUI_VENV, default ~/.cache/sd-webui-segret/webui-venv,
 # kept between runs (and fresh clones, as CI's) while its requirements are unchanged; WORK/venv links to it.

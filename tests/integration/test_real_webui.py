@@ -269,10 +269,9 @@ def xyz_check(webui, index: int) -> None:
     assert all("A-STAR warnings" not in t for t in texts), texts
 
 
-def test_xyz_axis_before_and_after_reload_ui(webui):
-    index = astar_axis(webui)
-    xyz_check(webui, index)
-    # Settings -> "Reload UI": the button's gradio event (js restart_reload) runs shared.state.request_restart
+def reload_ui(webui) -> None:
+    """Settings -> "Reload UI": the button's gradio event (js restart_reload) runs shared.state.request_restart;
+    returns once the new app answers."""
     config = webui.get("/config")
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("js") == "restart_reload")
     starts = webui.log_text().count("Startup time:")
@@ -284,6 +283,12 @@ def test_xyz_axis_before_and_after_reload_ui(webui):
             break
         except Exception:
             time.sleep(0.5)
+
+
+def test_xyz_axis_before_and_after_reload_ui(webui):
+    index = astar_axis(webui)
+    xyz_check(webui, index)
+    reload_ui(webui)
     assert astar_axis(webui) == index
     assert "[A-STAR] Segregation weight" in str(webui.get("/config"))
     xyz_check(webui, index)
