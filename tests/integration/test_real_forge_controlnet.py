@@ -108,3 +108,27 @@ def test_controlnet_batch_of_two_refines_both_images(cn, model_name):
     assert refined_all(first) == refined_all(second) == (6, 6)
     alone = params(cn.txt2img(**request(batch_size=2, alwayson_scripts=ON)))
     assert first_loss(first) != first_loss(alone), (first, alone)
+
+
+def test_controlnet_timestep_range_with_ddim(cn, model_name):
+    """DDIM hands over timesteps (converted to sigmas for the model call): the unit's range still switches the
+    residuals at the same steps as in sampling."""
+    without = params(cn.txt2img(**request(sampler_name="DDIM", alwayson_scripts=ON)))
+    full = params(cn.txt2img(**request(sampler_name="DDIM", alwayson_scripts={**ON, **unit(model_name)})))
+    late = params(cn.txt2img(**request(sampler_name="DDIM",
+                                       alwayson_scripts={**ON, **unit(model_name, guidance_start=0.5)})))
+    record(cn, "ControlNet unit, DDIM", full)
+    assert refined_all(full) == refined_all(late) == refined_all(without)
+    assert first_loss(full) != first_loss(without) == first_loss(late), (full, late, without)
+
+
+def test_controlnet_hires_fix_refines_both_passes(cn, model_name):
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "hires": True}]}}
+    res = cn.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
+                               hr_second_pass_steps=4, hr_additional_modules=["Use same choices"],
+                               alwayson_scripts={**args, **unit(model_name)}))
+    info = params(res)
+    record(cn, "ControlNet unit, hires fix", info)
+    assert "A-STAR warnings" not in info, info
+    assert "first pass: 6/6 steps" in info["A-STAR result"], info
+    assert re.search(r"hires pass: (\d+)/\1 steps", info["A-STAR result"]), info
