@@ -214,3 +214,41 @@ def test_gradient_guard_covers_a_controlnet_model_and_undoes_it(monkeypatch):
     assert all(p is originals[name] for name, p in net.named_parameters())
     assert all("forward" not in vars(m.norm1) for m in blocks) and module.apply_control is forge_apply_control
     assert guard.models == [unet]
+
+
+class UnetPatcher:
+    """What reserve_backward_memory uses of backend/patcher/unet.py's UnetPatcher."""
+
+    def __init__(self, control=None) -> None:
+        self.controlnet_linked_list = control
+        self.extra_preserved_memory_during_sampling = 0
+        self.model = types.SimpleNamespace(memory_required=lambda shape: 1000.0 * shape[0])
+
+    def clone(self):
+        n = UnetPatcher(self.controlnet_linked_list)
+        n.extra_preserved_memory_during_sampling = self.extra_preserved_memory_during_sampling
+        return n
+
+    def add_extra_preserved_memory_during_sampling(self, memory_in_bytes: int) -> None:
+        self.extra_preserved_memory_during_sampling += memory_in_bytes
+
+
+def test_backward_memory_reserved_for_the_controlnet_models_too():
+    from segret_lib.hosts.forge import reserve_backward_memory
+    from segret_lib.hosts.host_pass import HostPass
+
+    def reserved(control) -> int:
+        objects = types.SimpleNamespace(unet=UnetPatcher(control))
+        p = types.SimpleNamespace(sd_model=types.SimpleNamespace(forge_objects=objects), batch_size=2, width=64,
+                                  height=64)
+        host_pass = HostPass()
+        previous = objects.unet
+        reserve_backward_memory(p, host_pass)
+        need = objects.unet.extra_preserved_memory_during_sampling
+        host_pass.close()
+        assert objects.unet is previous
+        return need
+
+    two = ForgeControlNet(TinyControl(), _hints(1), previous=ForgeControlNet(TinyControl(), _hints(1)))
+    assert reserved(None) == 6000  # 3x an inference call of the batch
+    assert reserved(two) == 12000  # and half that again per ControlNet model

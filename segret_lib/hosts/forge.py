@@ -37,6 +37,7 @@ __all__ = ["ForgeHost", "SegretScript", "add_xyz_axes"]
 
 HOST_NAME = "WebUI Forge"
 BACKWARD_MEMORY_FACTOR = 3  # the refinement keeps activations and their gradients: about 3x an inference call
+CONTROLNET_MEMORY_SHARE = 0.5  # a ControlNet model runs a copy of the UNet's encoder: about half its activations
 
 
 class ForgeHost(WebUIHost):
@@ -112,14 +113,18 @@ def unsupported_weights(unet: nn.Module) -> str:
 
 def reserve_backward_memory(p, host_pass: HostPass) -> None:
     """Ask Forge's memory manager to keep room for the backward pass: a clone of this pass's UnetPatcher with
-    extra preserved memory; the previous patcher comes back when the pass is closed."""
+    extra preserved memory (more for each ControlNet model the refinement runs too: ControlNet's
+    process_before_every_sampling runs before this script's); the previous patcher comes back when the pass is
+    closed."""
     objects = p.sd_model.forge_objects
     previous = objects.unet
     patcher = previous.clone()
     rows = max(1, int(getattr(p, "batch_size", 1) or 1))
     shape = [rows, 4, max(1, int(p.height) // 8), max(1, int(p.width) // 8)]
     try:
-        need = int(patcher.model.memory_required(shape) * BACKWARD_MEMORY_FACTOR)
+        nets = len(control_models(control_chain(getattr(patcher, "controlnet_linked_list", None))))
+        need = int(patcher.model.memory_required(shape) * BACKWARD_MEMORY_FACTOR
+                   * (1 + CONTROLNET_MEMORY_SHARE * nets))
     except Exception:  # an estimate only; Forge's own estimate still applies
         need = 0
     if need > 0:
