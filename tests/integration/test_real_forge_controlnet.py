@@ -56,11 +56,14 @@ def model_name(cn) -> str:
     return names[0]
 
 
+def unit_args(model_name: str, **kw) -> dict:
+    return {"enabled": True, "module": "None", "model": model_name, "image": hint_png(), "weight": 1.0,
+            "resize_mode": "Just Resize", "processor_res": 128, "guidance_start": 0.0, "guidance_end": 1.0,
+            "control_mode": "Balanced", "pixel_perfect": False, "save_detected_map": False, **kw}
+
+
 def unit(model_name: str, **kw) -> dict:
-    return {"ControlNet": {"args": [{"enabled": True, "module": "None", "model": model_name, "image": hint_png(),
-                                     "weight": 1.0, "resize_mode": "Just Resize", "processor_res": 128,
-                                     "guidance_start": 0.0, "guidance_end": 1.0, "control_mode": "Balanced",
-                                     "pixel_perfect": False, "save_detected_map": False, **kw}]}}
+    return {"ControlNet": {"args": [unit_args(model_name, **kw)]}}
 
 
 def first_loss(info: dict) -> str:
@@ -132,3 +135,17 @@ def test_controlnet_hires_fix_refines_both_passes(cn, model_name):
     assert "A-STAR warnings" not in info, info
     assert "first pass: 6/6 steps" in info["A-STAR result"], info
     assert re.search(r"hires pass: (\d+)/\1 steps", info["A-STAR result"]), info
+
+
+def test_two_controlnet_units(cn, model_name):
+    """Two units: Forge chains them (the newest first, each adding the previous one's residuals to its own).
+    The newest starts at 0.5, so at the first step only the earlier one acts: the refinement call must go
+    down the chain to get its residuals."""
+    without = params(cn.txt2img(**request(alwayson_scripts=ON)))
+    one = params(cn.txt2img(**request(alwayson_scripts={**ON, **unit(model_name)})))
+    units = {"ControlNet": {"args": [unit_args(model_name), unit_args(model_name, guidance_start=0.5)]}}
+    two = params(cn.txt2img(**request(alwayson_scripts={**ON, **units})))
+    record(cn, "two ControlNet units (steps 0-1, 0.5-1)", two)
+    assert refined_all(two) == (6, 6)
+    assert first_loss(two) == first_loss(one) != first_loss(without), (two, one, without)
+    assert two["A-STAR result"] != one["A-STAR result"]  # the second unit from the middle on
