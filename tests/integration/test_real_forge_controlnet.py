@@ -149,3 +149,13 @@ def test_two_controlnet_units(cn, model_name):
     assert refined_all(two) == (6, 6)
     assert first_loss(two) == first_loss(one) != first_loss(without), (two, one, without)
     assert two["A-STAR result"] != one["A-STAR result"]  # the second unit from the middle on
+
+
+def test_controlnet_low_vram_refines_every_step(cn, model_name):
+    """Low VRAM recomputes the UNet's blocks in the backward pass; the residuals are added between them."""
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "low_vram": True}]}}
+    info = params(cn.txt2img(**request(alwayson_scripts={**args, **unit(model_name)})))
+    record(cn, "ControlNet unit, low VRAM", info)
+    assert refined_all(info) == (6, 6)
+    full = params(cn.txt2img(**request(alwayson_scripts={**ON, **unit(model_name)})))
+    assert first_loss(info) == first_loss(full), (info, full)  # the same maps, recomputed or not
