@@ -5,11 +5,15 @@
 - the model call goes through Forge's `apply_model` (a sigma, denoised output) with a copy of the UNet patcher's
   transformer_options, whose attn2 replace patches (e.g. the built-in IP-Adapter) are wrapped so they report
   their attention probabilities too; DDIM/PLMS/UniPC hand over timesteps, converted to sigmas here;
+- ControlNet units (the UNet patcher's `controlnet_linked_list`): the refinement call gets their residuals as
+  Forge's sampling call does (`calc_cond_uncond_batch`), with the refined rows' hints, and leaves the control
+  objects' state as it found it;
 - gradient guards, because Forge samples under inference mode and its transformer blocks add residuals in place:
-  weights that are inference tensors are swapped for normal copies, weights made per call (online LoRA) are
-  copied as Forge's layers fetch them, and the transformer blocks' norms get a copy of their input while
-  gradients are on. All are checked at every refinement call and undone at the end of the pass,
-  identity-checked (Forge may have moved or replaced a weight meanwhile);
+  weights that are inference tensors are swapped for normal copies (the UNet's and the ControlNets'), weights
+  made per call (online LoRA) are copied as Forge's layers fetch them, the transformer blocks' norms get a copy
+  of their input and the UNet adds ControlNet residuals out of place while gradients are on. All are checked at
+  every refinement call and undone at the end of the pass, identity-checked (Forge may have moved or replaced a
+  weight meanwhile);
 - the backward pass's memory is reserved through Forge's memory manager (a per-pass UnetPatcher clone).
 """
 
@@ -23,7 +27,7 @@ from modules import scripts
 from torch import nn
 
 from ..engine.capture import AttentionCapture, attention_probs
-from ..engine.patching import InstancePatches
+from ..engine.patching import InstancePatches, parameters_frozen
 from ..engine.session import ModelSwitched, SegretSession
 from .a1111 import WebUIHost, add_xyz_axes, batch_conds
 from .host_pass import HostPass
@@ -33,6 +37,7 @@ __all__ = ["ForgeHost", "SegretScript", "add_xyz_axes"]
 
 HOST_NAME = "WebUI Forge"
 BACKWARD_MEMORY_FACTOR = 3  # the refinement keeps activations and their gradients: about 3x an inference call
+CONTROLNET_MEMORY_SHARE = 0.5  # a ControlNet model runs a copy of the UNet's encoder: about half its activations
 
 
 class ForgeHost(WebUIHost):
@@ -108,14 +113,18 @@ def unsupported_weights(unet: nn.Module) -> str:
 
 def reserve_backward_memory(p, host_pass: HostPass) -> None:
     """Ask Forge's memory manager to keep room for the backward pass: a clone of this pass's UnetPatcher with
-    extra preserved memory; the previous patcher comes back when the pass is closed."""
+    extra preserved memory (more for each ControlNet model the refinement runs too: ControlNet's
+    process_before_every_sampling runs before this script's); the previous patcher comes back when the pass is
+    closed."""
     objects = p.sd_model.forge_objects
     previous = objects.unet
     patcher = previous.clone()
     rows = max(1, int(getattr(p, "batch_size", 1) or 1))
     shape = [rows, 4, max(1, int(p.height) // 8), max(1, int(p.width) // 8)]
     try:
-        need = int(patcher.model.memory_required(shape) * BACKWARD_MEMORY_FACTOR)
+        nets = len(control_models(control_chain(getattr(patcher, "controlnet_linked_list", None))))
+        need = int(patcher.model.memory_required(shape) * BACKWARD_MEMORY_FACTOR
+                   * (1 + CONTROLNET_MEMORY_SHARE * nets))
     except Exception:  # an estimate only; Forge's own estimate still applies
         need = 0
     if need > 0:
@@ -138,30 +147,48 @@ class GradientGuard:
     2. The transformer blocks' norm1/norm2/norm3 get a copy of their input while gradients are on: the block
        adds its residuals in place (`x += ...`) into the tensor the norm saved for backward.
     3. Weights made per call under inference mode (online LoRA) are copied as the layers fetch them.
+    4. ControlNet residuals are added out of place while gradients are on: the UNet adds them in place
+       (`backend.nn.unet.apply_control`: `h += ctrl`) into skip connections the next block saved for backward.
+    A ControlNet's model is covered (1 and 2) from the first refinement call that uses it (cover()).
     """
 
     def __init__(self, unet: nn.Module) -> None:
         self.unet = unet
+        self.models: list[nn.Module] = [unet]
         self.swapped: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
         self.patches = InstancePatches()
 
     def install(self) -> None:
-        """Wrap the norms and the weight fetch (check() swaps the weights)."""
-        for module in self.unet.modules():
-            if hasattr(module, "attn2") and all(hasattr(module, n) for n in ("norm1", "norm2", "norm3")):
-                for name in ("norm1", "norm2", "norm3"):
-                    self.patches.patch(getattr(module, name), "forward", _copy_input_when_differentiating)
+        """Wrap the norms, the weight fetch and the control residuals' add (check() swaps the weights)."""
+        self._wrap_norms(self.unet)
         # 3. weights made per call under inference mode (online LoRA merges them in backend.patcher.lora under
         #    torch.inference_mode()): Forge's layers fetch them through backend.operations.get_weight_and_bias
         operations = sys.modules.get("backend.operations")
         if operations is not None and hasattr(operations, "get_weight_and_bias"):
             self.patches.patch(operations, "get_weight_and_bias", _normal_weights_when_differentiating)
+        # 4. the UNet's forward looks apply_control up in its module at every call
+        unet_module = sys.modules.get("backend.nn.unet")
+        if unet_module is not None and hasattr(unet_module, "apply_control"):
+            self.patches.patch(unet_module, "apply_control", _control_out_of_place_when_differentiating)
+
+    def cover(self, model: nn.Module) -> None:
+        """Guard another model the refinement call runs (a ControlNet's): its norms now, its weights in check()."""
+        if any(m is model for m in self.models):
+            return
+        self.models.append(model)
+        self._wrap_norms(model)
+
+    def _wrap_norms(self, model: nn.Module) -> None:
+        for module in model.modules():
+            if hasattr(module, "attn2") and all(hasattr(module, n) for n in ("norm1", "norm2", "norm3")):
+                for name in ("norm1", "norm2", "norm3"):
+                    self.patches.patch(getattr(module, name), "forward", _copy_input_when_differentiating)
 
     def check(self) -> int:
         """Swap every parameter that is (again) an inference tensor; returns how many were swapped now."""
         count = 0
         with torch.inference_mode(False):
-            for module in self.unet.modules():
+            for module in (m for model in self.models for m in model.modules()):
                 for name, param in list(module._parameters.items()):
                     if param is None or not param.is_inference():
                         continue
@@ -178,6 +205,7 @@ class GradientGuard:
                 module._parameters[name] = original
         self.swapped.clear()
         self.patches.restore()
+        del self.models[1:]
 
 
 def _copy_input_when_differentiating(original: Callable) -> Callable:
@@ -200,6 +228,26 @@ def _normal_weights_when_differentiating(original: Callable) -> Callable:
         return weight, bias
 
     return get_weight_and_bias
+
+
+def _control_out_of_place_when_differentiating(original: Callable) -> Callable:
+    def apply_control(h, control, name):
+        if (apply_control.segret_inert or not torch.is_grad_enabled() or torch.is_inference_mode_enabled()
+                or control is None or not control.get(name)):
+            return original(h, control, name)
+        ctrl = control[name].pop()
+        if ctrl is None:
+            return h
+        try:
+            fits = torch.broadcast_shapes(h.shape, ctrl.shape) == h.shape
+        except RuntimeError:
+            fits = False
+        if not fits:  # what `h += ctrl` refuses (Forge prints the same and goes on)
+            print("warning control could not be applied", h.shape, ctrl.shape)
+            return h
+        return (h + ctrl).to(h.dtype)  # as `h += ctrl` computes and stores it
+
+    return apply_control
 
 
 def capturing_attn2_patch(capture: AttentionCapture, original: Callable) -> Callable:
@@ -233,6 +281,75 @@ def transformer_options_for(patcher, capture: AttentionCapture, sigma: torch.Ten
     return options
 
 
+# what a control object (backend.patcher.controlnet: ControlNet, ControlLora, T2IAdapter) keeps between calls that
+# control_residuals may change: the transformer_options Forge sets before each call, the hint resized (and
+# broadcast to the batch) at the first call, a T2I adapter's cached features, the per-image inputs
+_CONTROL_STATE = ("transformer_options", "cond_hint", "control_input", "cond_hint_original",
+                  "advanced_mask_weighting", "advanced_frame_weighting")
+_PER_IMAGE = ("cond_hint_original", "advanced_mask_weighting", "advanced_frame_weighting")
+
+
+def control_chain(control) -> list:
+    """The units of a ControlNet linked list (UnetPatcher.controlnet_linked_list), newest first."""
+    chain = []
+    while control is not None:
+        chain.append(control)
+        control = getattr(control, "previous_controlnet", None)
+    return chain
+
+
+def control_models(chain) -> list[nn.Module]:
+    """The torch models a ControlNet chain runs (ControlNet, ControlLora: control_model; T2I adapter: t2i_model)."""
+    found = []
+    for unit in chain:
+        for name in ("control_model", "t2i_model"):
+            model = getattr(unit, name, None)
+            if isinstance(model, nn.Module) and not any(model is m for m in found):
+                found.append(model)
+    return found
+
+
+def control_residuals(control, x: torch.Tensor, sigma: torch.Tensor, cond: dict, options: dict, rows: list[int],
+                      chunks: int):
+    """The ControlNet residuals for one refinement call, as Forge's sampling call computes them
+    (backend/sampling/sampling_function.py, calc_cond_uncond_batch): every unit gets the call's
+    transformer_options, then control.get_control(x, sigma, a copy of the conds, chunks), which applies each
+    unit's strength, weighting and timestep range. The refinement runs on some of the batch's images (`rows`):
+    per-image hints, masks and frame weights are narrowed to those rows (else Forge's broadcast would take the
+    batch's first ones). The models' weights do not require grad meanwhile; the gradient goes to `x`. Each
+    unit's state is put back afterwards, so the sampling calls find what they left."""
+    chain = control_chain(control)
+    saved = [(unit, {k: unit.__dict__[k] for k in _CONTROL_STATE if k in unit.__dict__}) for unit in chain]
+    try:
+        for unit in chain:
+            unit.transformer_options = options
+            _narrow_to_rows(unit, rows)
+        with parameters_frozen(*control_models(chain)):
+            return control.get_control(x, sigma, dict(cond), chunks)
+    finally:
+        for unit, state in saved:
+            for k, v in state.items():
+                setattr(unit, k, v)
+
+
+def _narrow_to_rows(unit, rows: list[int]) -> None:
+    narrowed = False
+    for name in _PER_IMAGE:
+        value = unit.__dict__.get(name)
+        n = len(value) if isinstance(value, (torch.Tensor, list, tuple)) else 0
+        if n <= 1 or max(rows) >= n or rows == list(range(n)):
+            continue  # one for the whole batch, not per image, or already these rows
+        if isinstance(value, torch.Tensor):
+            setattr(unit, name, value[torch.tensor(rows, device=value.device)])
+        else:
+            setattr(unit, name, [value[r] for r in rows])
+        narrowed |= name == "cond_hint_original"
+    if narrowed:  # Forge resizes (and caches) the hint again from the narrowed one
+        for name in ("cond_hint", "control_input"):
+            if name in unit.__dict__:
+                setattr(unit, name, None)
+
+
 def _sigmas_of_timesteps(denoiser, t: torch.Tensor) -> torch.Tensor:
     """sigma = sqrt((1 - abar_t) / abar_t) at the (rounded) timesteps, as Forge's CFG denoiser converts them."""
     abar = denoiser.inner_model.inner_model.alphas_cumprod.to(t.device, torch.float32)
@@ -249,7 +366,10 @@ def _forge_runner(denoiser, session: SegretSession, guard: GradientGuard | None,
         if session.model is not None and model.diffusion_model is not session.model:
             raise ModelSwitched("the model was switched during sampling (the refiner): A-STAR refines the first "
                                 "model only")
+        control = getattr(patcher, "controlnet_linked_list", None)  # ControlNet units, as the sampling call
         if guard is not None:
+            for net in control_models(control_chain(control)):
+                guard.cover(net)
             guard.check()
         rows = list(rows)
         parts = parts or [0] * len(rows)
@@ -272,6 +392,12 @@ def _forge_runner(denoiser, session: SegretSession, guard: GradientGuard | None,
                 and ic.shape[-2:] == x.shape[-2:]):  # inpainting models take the masked image as extra channels
             extra["c_concat"] = (torch.cat([ic, ic]) if un is not None else ic).clone()
         options = transformer_options_for(patcher, session.capture, sigma, [0, 1] if un is not None else [0])
-        return model.apply_model(x, sigma, c_crossattn=crossattn.clone(), transformer_options=options, **extra)
+        crossattn = crossattn.clone()
+        if control is not None:  # as Forge's sampling call: c['control'], c['control_model']
+            cond_in = {"c_crossattn": crossattn, "transformer_options": options, **extra}
+            extra["control"] = control_residuals(control, x, sigma, cond_in, options, rows,
+                                                 2 if un is not None else 1)
+            extra["control_model"] = control
+        return model.apply_model(x, sigma, c_crossattn=crossattn, transformer_options=options, **extra)
 
     return run

@@ -39,4 +39,5 @@ cp -r tests/integration/forge_attn2_hook "$WORK/forge/extensions/forge-attn2-hoo
 
 # ---- the tiny model (and the configs it matches) ------------------------------------------------------
 "$VENV/bin/python" tests/integration/make_forge_model.py "$WORK"
+"$VENV/bin/python" tests/integration/make_forge_controlnet.py "$WORK"  # after the checkpoint: the ControlNet matches its UNet
 echo "forge ready in $WORK"
