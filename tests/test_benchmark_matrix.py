@@ -115,7 +115,7 @@ def test_keep_rms_rescales_each_image_to_its_rms_before_the_update():
 
 def test_step_rule_setting_infotext_and_old_infotexts():
     p = SegretParams.create(enabled=True, concepts="cat, dog")
-    assert p.step_rule == "balanced" and p.to_infotext()["A-STAR step rule"] == "balanced"
+    assert p.step_rule == "steady" and p.to_infotext()["A-STAR step rule"] == "steady"
     assert SegretParams.from_infotext(p.to_infotext()) == p
     old = {"A-STAR concepts": "cat, dog", "A-STAR step size": "10", "A-STAR seg weight": "1"}
     q = SegretParams.from_infotext(old)  # written before the rule existed: v1, as it was made
@@ -128,6 +128,10 @@ def test_step_rule_setting_infotext_and_old_infotexts():
     assert SegretParams.create(enabled=True, concepts="a, b", step_rule=" Balanced ").step_rule == "balanced"
     assert "A-STAR step rule" not in SegretParams.create(enabled=True, concepts="a, b", step_rule="V1").to_infotext()
     assert SegretParams.from_infotext({**old, "A-STAR step rule": "Balanced"}).step_rule == "balanced"
+    # an image made with balanced (the default before steady) pastes as balanced, which keeps no norm
+    made = SegretParams.from_infotext({**old, "A-STAR step size": "30", "A-STAR step rule": "balanced"})
+    assert (made.step_rule, made.step_size, get_rule(made.step_rule).keep_norm) == ("balanced", 30.0, False)
+    assert get_rule("steady").keep_norm and get_rule("steady").blur == get_rule("balanced").blur
 
 
 def test_generated_prompt_sets_are_disjoint_and_reproducible(tmp_path, monkeypatch):

@@ -305,3 +305,30 @@ def test_balanced_update_is_budgeted_lowpassed_gradient_of_the_mean_losses(rig):
         torch.testing.assert_close(new_x - x, expected, rtol=1e-3, atol=2e-6 * float(x.abs().max()))
         assert result.updates == 1 and result.parts["seg"] == pytest.approx(3 * loss.item(), rel=1e-5)
     session.close()
+
+
+def test_steady_update_is_the_balanced_one_at_the_latents_rms(rig):
+    """Step rule "steady" (A-STAR's default): balanced's update, then each image's latent rescaled to its RMS
+    before the update: the same direction as balanced's result, the norm of the latent it started from."""
+    concepts = ("cat", "dog", "sofa")
+    prompt = "a cat and a dog on a sofa"
+    cond = rig.encoder([prompt])
+    sigma = rig.denoiser.get_sigmas(30)[5]
+    s = latent_scale(sigma.reshape(1), "sigma").reshape(1, 1, 1, 1)
+    x = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(2)) * s
+    moved = {}
+    for rule in ("balanced", "steady"):
+        session = rig.session([prompt], concepts=concepts, ret_weight=0.0, step_rule=rule, step_size=1000.0)
+        session.begin_pass(PassInfo((32, 32), 10))
+
+        def forward_maps(xm, session=session):
+            return session._forward_maps(xm, sigma.reshape(1), [0],  torch.tensor([0]),
+                                         lambda xm, sg, rows: rig.denoiser(xm, sg, cond={"c_crossattn": [cond]}))
+
+        moved[rule], result = session.refiner.refine(x, s, 3, 10, forward_maps)
+        assert result.updates == 1
+        session.close()
+    rms = lambda t: t.pow(2).mean().sqrt()  # noqa: E731
+    assert abs(rms(moved["balanced"]) / rms(x) - 1) > 1e-5  # balanced's update changed the latent's norm
+    torch.testing.assert_close(rms(moved["steady"]), rms(x), rtol=1e-6, atol=0)
+    torch.testing.assert_close(moved["steady"], moved["balanced"] * (rms(x) / rms(moved["balanced"])))

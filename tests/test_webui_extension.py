@@ -639,12 +639,12 @@ def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
     assert dep["outputs"][:2] == [controls["iterative"]._id, controls["step_size"]._id]
     assert controls["step_size"].value == ASTAR_STEP_SIZE
     assert dep["outputs"][2] == controls["step_rule"]._id
-    update, step, rule, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "balanced")
+    update, step, rule, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "steady")
     assert update["value"] is True and step["value"] == 20.0 and previous == "Attend-and-Excite"
     assert rule["value"] == "v1"  # A&E's published schedule
     update, step, rule, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0, "v1")
     assert update["value"] is False and step["value"] == ASTAR_STEP_SIZE and previous == "Both"
-    assert rule["value"] == "balanced"
+    assert rule["value"] == "steady"
     update, step, _, _ = fn.fn("Both", "A-STAR", True, 15.0, "balanced")
     assert update["value"] is True and step["value"] == 15.0  # set by the user under A-STAR: kept
     # paste
@@ -687,7 +687,7 @@ def test_xyz_method_axis_compares_methods_on_one_seed(host):
     assert infos["A-STAR"]["A-STAR step size"] == "30" and infos["Attend-and-Excite"]["A-STAR step size"] == "20"
     assert infos["Both"]["A-STAR method"] == "Both" and "L_A&E" in infos["Both"]["A-STAR result"]
     # the step rule "auto" is each method's: written for A-STAR and Both, absent (v1) for A&E
-    assert infos["A-STAR"]["A-STAR step rule"] == infos["Both"]["A-STAR step rule"] == "balanced"
+    assert infos["A-STAR"]["A-STAR step rule"] == infos["Both"]["A-STAR step rule"] == "steady"
     assert "A-STAR step rule" not in infos["Attend-and-Excite"]
     assert len({latents(r).sum().item() for r in results.values()}) == 3
 

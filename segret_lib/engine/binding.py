@@ -10,9 +10,9 @@ call. Maps are compared as distributions (each normalised to sum 1) by their ove
     pull_k = 1 - overlap(modifier k, its head)
     push_k = mean over the other concepts' heads n of overlap(modifier k, head n)
 
-and L_bind = mean over modifiers of (pull_k + push_k) under the "balanced" step rule (the sum under v1), so
-its scale does not grow with the number of concepts. One-word concepts have no modifier; they still count as
-other concepts' heads to push off."""
+and L_bind = mean over modifiers of (pull_k + push_k) under the "balanced" and "steady" step rules (the sum
+under v1), so its scale does not grow with the number of concepts. One-word concepts have no modifier; they
+still count as other concepts' heads to push off."""
 
 from __future__ import annotations
 

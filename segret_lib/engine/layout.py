@@ -113,8 +113,9 @@ def layout_terms(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | Non
                  seg_weight: float, ret_weight: float, strength: float, normalise: bool = False,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The method's loss of one image with a layout, and its terms as tensors on the maps' device.
-    normalise (step rule "balanced"): L_seg as a mean over the pairs, and the free concepts' L_ret divided by the
-    number of all concepts, so each concept weighs in as it does without a layout; the box terms are unchanged.
+    normalise (step rules "balanced" and "steady"): L_seg as a mean over the pairs, and the free concepts'
+    L_ret divided by the number of all concepts, so each concept weighs in as it does without a layout; the box
+    terms are unchanged.
 
     Segregation and Attend-and-Excite terms as without a layout. Retention (Eq. 3): concepts without a box
     against the previous step's mask with ret_weight (A-STAR, Both); boxed concepts against their box with

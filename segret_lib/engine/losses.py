@@ -85,8 +85,8 @@ def loss_terms(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of a method for one image and its terms, all as tensors on the maps' device (nothing is read
     back): 'astar' Eq. 4 (L_ret skipped without a mask: the first step), 'aae' the Attend-and-Excite loss,
-    'both' their sum. normalise (step rule "balanced"): the loss takes L_seg as a mean over the concept pairs
-    and L_ret as a mean over the concepts; the terms reported stay the sums of Eq. 2 and 3."""
+    'both' their sum. normalise (step rules "balanced" and "steady"): the loss takes L_seg as a mean over the
+    concept pairs and L_ret as a mean over the concepts; the terms reported stay the sums of Eq. 2 and 3."""
     terms: dict[str, torch.Tensor] = {}
     if method == "aae":
         loss = excite_loss(maps)

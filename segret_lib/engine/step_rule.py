@@ -11,10 +11,14 @@ number of concepts, the number of steps and the capture resolution.
   without effect on the benchmark matrix: docs/method.md); the gradient is
   low-passed (Gaussian of `blur` capture cells) before the update, since the maps only hold structure at the
   capture resolution and the finer part of the gradient is what shows as grain.
+- "steady" (the default of A-STAR and Both since the benchmark's noise fix): balanced, and each update rescales
+  each image's latent to the RMS it had before the update (keep_rms). The UNet reads that RMS as the noise level
+  it has to remove and cannot see it (its normalisation layers remove the input's scale): an update that adds to
+  it leaves noise the sampler never removes, which shows as grain (quality/README.md, "Why the seed decided").
 
 Infotexts name the rule ("A-STAR step rule"); an infotext without it was written by v1 and pastes as v1.
-"auto" (the UI's default and that of a setting left out) is the method's rule: balanced for A-STAR and Both,
-v1 for Attend-and-Excite.
+"auto" (the UI's default and that of a setting left out) is the method's rule: steady for A-STAR and Both,
+v1 for Attend-and-Excite. Infotexts name the rule, so an image made with balanced pastes as balanced.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class StepRule:
 RULES: dict[str, StepRule] = {
     "v1": StepRule("v1"),
     "balanced": StepRule("balanced", normalise=True, budget=10, blur=1.0, power=0.5),
+    "steady": StepRule("steady", normalise=True, budget=10, blur=1.0, power=0.5, keep_norm=True),
 }
 assert tuple(RULES) == STEP_RULES, "settings.params.STEP_RULES names the rules defined here"
 

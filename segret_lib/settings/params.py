@@ -32,8 +32,8 @@ MAPS_VIEWS = ("overlay", "grid", "both")
 TOKEN_COMBINE_MODES = ("mean", "max", "sum")
 # Step rules (engine/step_rule.py defines what each does): "auto" is the method's own (METHOD_DEFAULTS), the
 # UI's default, so a padded API list gets it.
-STEP_RULES = ("v1", "balanced")
-DEFAULT_RULE = "balanced"
+STEP_RULES = ("v1", "balanced", "steady")
+DEFAULT_RULE = "steady"
 AUTO = "auto"
 STEP_RULE_CHOICES: tuple[str, ...] = (AUTO, *STEP_RULES)
 _EXPERIMENTAL_RULES: set[str] = set()  # registered by the benchmark (engine.step_rule.register), never in the UI
@@ -69,9 +69,10 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # resolved per pass against its step count (schedule.last_refined_step / iterative_schedule).
 # Step size: Attend-and-Excite keeps its published 20. Under v1, A-STAR and Both took 10, calibrated on the
 # neglect benchmark (docs/method.md "Step size under v1": at 20 the update broke about as many images as it
-# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "balanced" (losses per pair / per
-# concept, a step budget per pass, a low-passed gradient), whose step size is calibrated on the benchmark matrix
-# (quality/README.md). Attend-and-Excite keeps its published schedule ("v1", 20).
+# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "steady" (balanced's losses per pair /
+# per concept, step budget per pass and low-passed gradient, and each update keeps the latent's RMS), whose step
+# size is calibrated on the benchmark matrix (quality/README.md). Attend-and-Excite keeps its published
+# schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0
 # Attribute binding (engine/binding.py): the weight of L_bind; 0 = off (and old infotexts, which lack it)
 ASTAR_BIND_WEIGHT = 0.0
@@ -459,11 +460,12 @@ ROWS = (
     Setting("step_rule", "str", AUTO, normalize=_normalize_step_rule, check=_check_step_rule,
             by_method={"astar": DEFAULT_RULE, "aae": "v1", "both": DEFAULT_RULE}, position=17, label="Step rule",
             control=Control("radio", choices=STEP_RULE_CHOICES),
-            tip="How the step size becomes an update. auto: the method's rule (balanced for A-STAR and Both, "
-                "v1 for Attend-and-Excite). balanced: the losses are means over concept pairs and concepts, "
-                "beyond 10 steps each step's push shrinks (50 steps push about twice as far as 10, not five "
-                "times) and the update is smoothed at the attention maps' scale (less grain). v1: the paper's "
-                "sums at every step, as before; infotexts without a step rule were made with it.",
+            tip="How the step size becomes an update. auto: the method's rule (steady for A-STAR and Both, "
+                "v1 for Attend-and-Excite). steady: balanced, and each update keeps the latent's overall size "
+                "(the noise level the model removes), which leaves less grain. balanced: the losses are means "
+                "over concept pairs and concepts, beyond 10 steps each step's push shrinks (50 steps push about "
+                "twice as far as 10, not five times) and the update is smoothed at the attention maps' scale. "
+                "v1: the paper's sums at every step, as before; infotexts without a step rule were made with it.",
             infotext="step rule", write=_write_step_rule, read=_read_step_rule, paste=step_rule_in,
             xyz=Axis("[A-STAR] Step rule", str)),
     # attribute binding (engine/binding.py): each modifier's map onto its concept's last word, off the others'

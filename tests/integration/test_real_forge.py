@@ -46,7 +46,7 @@ def test_enabled_refines_and_disabled_stays_bit_identical(forge, plain):
     info = params(on)
     record(forge, "enabled (Euler)", info)
     assert info["A-STAR concepts"] == "cat, dog", info
-    assert info["A-STAR step rule"] == "balanced", info  # the default rule, named in the infotext
+    assert info["A-STAR step rule"] == "steady", info  # the default rule, named in the infotext
     assert refined_all(info) == (6, 6)
     assert on["pixels"][0] != plain["pixels"][0]
     off = forge.txt2img(**request(alwayson_scripts=OFF))

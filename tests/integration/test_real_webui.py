@@ -80,13 +80,18 @@ def test_infotext_names_the_step_rule_and_v1_requests_reproduce_v1(webui):
         res = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog", **args}]}}))
         return res, params(res)
 
-    balanced, info = run()
+    steady, info = run()
     record(webui, "default step rule", info)
-    assert info["A-STAR step rule"] == "balanced" and info["A-STAR step size"] == "30", info
+    assert info["A-STAR step rule"] == "steady" and info["A-STAR step size"] == "30", info
+    # an image made with the previous default (balanced) names it, and its request reproduces that image
+    balanced, info_b = run(step_rule="balanced")
+    assert info_b["A-STAR step rule"] == "balanced" and result_counts(info_b["A-STAR result"]) == [(6, 6)], info_b
+    assert balanced["pixels"][0] != steady["pixels"][0]
+    assert run(step_rule="balanced")[0]["pixels"][0] == balanced["pixels"][0]
     v1, info_v1 = run(step_rule="v1", step_size=10)
     assert "A-STAR step rule" not in info_v1 and info_v1["A-STAR step size"] == "10", info_v1
     assert result_counts(info_v1["A-STAR result"]) == [(6, 6)], info_v1
-    assert v1["pixels"][0] != balanced["pixels"][0]
+    assert v1["pixels"][0] != steady["pixels"][0]
     _, info_aae = run(method="Attend-and-Excite")
     assert "A-STAR step rule" not in info_aae and info_aae["A-STAR method"] == "Attend-and-Excite", info_aae
 
