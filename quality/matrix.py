@@ -285,7 +285,7 @@ def parse_rule(text: str) -> tuple[str, dict]:
             k, v = kv.split("=", 1)
             fields[k.strip()] = {"normalise": lambda x: x.strip() in ("1", "true"), "budget": int,
                                  "blur": float, "power": float,
-                                 "fade": float, "stop": float,
+                                 "fade": float,
                                  "keep_norm": lambda x: x.strip() in ("1", "true")}[k.strip()](v)
     return fields["name"], fields
 

@@ -22,7 +22,6 @@ from segret_lib.engine.step_rule import (
     get_rule,
     keep_rms,
     lowpass,
-    rule_last_step,
 )
 from segret_lib.settings.params import ParamError, SegretParams
 
@@ -91,14 +90,11 @@ def test_budget_and_lowpass():
         get_rule("nope")
 
 
-def test_fade_and_stop_of_a_candidate_rule():
+def test_fade_of_a_candidate_rule():
     fading = StepRule("fading", fade=1.0)
     assert [fade_factor(fading, t, 4) for t in range(4)] == [1.0, 0.75, 0.5, 0.25]  # (T - t) / T
     assert fade_factor(StepRule("sq", fade=2.0), 2, 4) == pytest.approx(0.25)
     assert all(fade_factor(get_rule(n), 7, 10) == 1.0 for n in ("v1", "balanced"))  # the shipped rules: no fade
-    early = StepRule("early", stop=0.6)
-    assert [rule_last_step(early, t) for t in (10, 25, 50, 1)] == [6, 15, 30, 1]
-    assert rule_last_step(get_rule("balanced"), 50) == 0  # every step
 
 
 def test_keep_rms_rescales_each_image_to_its_rms_before_the_update():

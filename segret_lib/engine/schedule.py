@@ -7,7 +7,6 @@ import math
 import torch
 
 from ..settings.params import AAE_ITERATIVE_STEPS, AAE_LAST_STEP, AAE_REFERENCE_STEPS, SegretParams
-from .step_rule import RULES, rule_last_step
 
 EVAL_PATTERNS = ("first_order", "second_order", "plms", "dpm_fast", "callback")
 
@@ -39,8 +38,7 @@ def last_refined_step(params: SegretParams, total_steps: int) -> int:
         return params.last_step
     if params.method == "aae":
         return max(1, scale_step(AAE_LAST_STEP, total_steps))
-    rule = RULES.get(str(params.step_rule).strip().lower())
-    return rule_last_step(rule, total_steps) if rule is not None else 0
+    return 0
 
 
 def iterative_schedule(params: SegretParams, total_steps: int) -> dict[int, float]:

@@ -41,7 +41,6 @@ class StepRule:
     blur: float = 0.0  # Gaussian sigma of the gradient low-pass, in capture cells (0 = off)
     power: float = 1.0  # the budget's factor is min(1, budget / T) ** power
     fade: float = 0.0  # alpha_t * ((T - t) / T) ** fade: later steps move less (0 = off)
-    stop: float = 0.0  # refine only the first ceil(stop * T) steps of a pass (0 = every step)
     keep_norm: bool = False  # rescale each image's updated latent to the RMS it had before the update
 
 
@@ -79,13 +78,6 @@ def fade_factor(rule: StepRule, step: int, total_steps: int) -> float:
         return 1.0
     t = min(max(step, 0), total_steps - 1)
     return ((total_steps - t) / total_steps) ** rule.fade
-
-
-def rule_last_step(rule: StepRule, total_steps: int) -> int:
-    """The rule's last refined step of a pass (1-based; 0 = every step)."""
-    if rule.stop <= 0 or total_steps <= 0:
-        return 0
-    return max(1, min(total_steps, math.ceil(rule.stop * total_steps - 1e-9)))
 
 
 def keep_rms(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
