@@ -19,7 +19,6 @@ ControlNet folder), fp16.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,23 +28,16 @@ import torch
 WORK = Path(sys.argv[1]).resolve()
 TREE = WORK / "forge"
 sys.path[:0] = [str(TREE), str(TREE / "packages_3rdparty"), str(TREE / "repositories" / "huggingface_guess")]
+# random weights everywhere as for the checkpoint (the zero convolutions included: a trained ControlNet's are not
+# zero); imported before the command line is replaced below: make_forge_model reads WORK from it too
+from make_forge_model import randomize  # noqa: E402
+
 sys.argv = [sys.argv[0], "--always-cpu"]  # Forge's backend.args parses the command line on import
 
 # the tiny UNet's encoder (make_forge_model.py); the ControlNet's outputs must match its feature maps
 CONFIG = dict(in_channels=4, model_channels=320, hint_channels=3, num_res_blocks=1, channel_mult=(1, 1, 1),
               num_heads=8, use_spatial_transformer=True, transformer_depth=[0, 0, 1], transformer_depth_middle=1,
               context_dim=768)
-
-
-def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Random weights everywhere, the zero convolutions included (a trained ControlNet's are not zero)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
 def controlnet() -> Path:

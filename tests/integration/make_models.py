@@ -146,6 +146,20 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
+def save_checkpoint(name: str, parts, yaml: str) -> dict[str, torch.Tensor]:
+    """models/Stable-diffusion/<name>.safetensors from (key prefix, module) parts, in fp32, and its config
+    <name>.yaml beside it; returns the state dict written."""
+    from safetensors.torch import save_file
+
+    sd = {prefix + k: v.detach().float().contiguous().clone()
+          for prefix, m in parts for k, v in m.state_dict().items()}
+    out = WORK / "models" / "Stable-diffusion"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(out / f"{name}.safetensors"))
+    (out / f"{name}.yaml").write_text(yaml)
+    return sd
+
+
 def sd1_checkpoint(name: str, seed: int) -> dict[str, torch.Tensor]:
     from ldm.util import instantiate_from_config
     from omegaconf import OmegaConf
@@ -159,17 +173,8 @@ def sd1_checkpoint(name: str, seed: int) -> dict[str, torch.Tensor]:
     randomize(unet, seed)
     with torch.no_grad():  # a non-zero mean: the WebUI's emphasis rescales by the context's mean (0 -> NaN)
         text.text_model.final_layer_norm.bias.copy_(0.5 + 0.1 * torch.randn(CONTEXT))
-    sd = {}
-    parts = (("model.diffusion_model.", unet), ("first_stage_model.", vae), ("cond_stage_model.transformer.", text))
-    for prefix, m in parts:
-        for k, v in m.state_dict().items():
-            sd[prefix + k] = v.detach().float().contiguous().clone()
-    out = WORK / "models" / "Stable-diffusion"
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    save_file(sd, str(out / f"{name}.safetensors"))
-    (out / f"{name}.yaml").write_text(SD1_YAML)
+    sd = save_checkpoint(name, (("model.diffusion_model.", unet), ("first_stage_model.", vae),
+                                ("cond_stage_model.transformer.", text)), SD1_YAML)
     return {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
 
 # SDXL: the sgm config of sd_xl_base.yaml at small size. The UNet's context is CLIP-L's hidden size (CONTEXT) plus
@@ -288,7 +293,6 @@ def sdxl_checkpoint(name: str, seed: int) -> None:
     hub cache and the OpenCLIP weights), with the key names of the DiffusionEngine."""
     import open_clip
     from omegaconf import OmegaConf
-    from safetensors.torch import save_file
     from sgm.util import instantiate_from_config
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -307,16 +311,9 @@ def sdxl_checkpoint(name: str, seed: int) -> None:
         # by the context's mean
         for emb in (clip_l.text_model.embeddings.token_embedding.weight, clip_g.token_embedding.weight):
             emb.copy_(torch.randn(emb.shape, generator=g) + 0.5)
-    sd = {}
-    parts = (("model.diffusion_model.", unet), ("first_stage_model.", vae),
-             ("conditioner.embedders.0.transformer.", clip_l), ("conditioner.embedders.1.model.", clip_g))
-    for prefix, m in parts:
-        for k, v in m.state_dict().items():
-            sd[prefix + k] = v.detach().float().contiguous().clone()
-    out = WORK / "models" / "Stable-diffusion"
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(out / f"{name}.safetensors"))
-    (out / f"{name}.yaml").write_text(SDXL_YAML)
+    sd = save_checkpoint(name, (("model.diffusion_model.", unet), ("first_stage_model.", vae),
+                                ("conditioner.embedders.0.transformer.", clip_l),
+                                ("conditioner.embedders.1.model.", clip_g)), SDXL_YAML)
     print(f"{name}: UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, {len(sd)} tensors")
 
 
