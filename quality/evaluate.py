@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict | None] = {
     "ret_only": {"seg_weight": 0.0},
     "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
     "both": {"method": "both"},  # A-STAR's two losses plus Attend-and-Excite's, A-STAR's schedule
+    "astar_steady": {"step_rule": "steady"},  # A-STAR's default rule before "early": steady on every step
     "astar_bind": {"bind_weight": BIND_WEIGHT},  # A-STAR with attribute binding (engine/binding.py), tuned weight
 }
 SAMPLERS = ("euler", "euler_a", "dpmpp_2m_k", "ddim")
@@ -393,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
-        shown = [k for k in ("plain", "astar_v1", "astar") if k in names]
+        shown = [k for k in ("plain", "astar_v1", "astar_steady", "astar") if k in names]
         save_grid({k: grids[k] for k in shown} if "astar" in names else grids, args.out.with_suffix(".png"))
     return report
 

@@ -39,7 +39,8 @@ from .stats import keyed, seed_test, sign_test_p, variance_shares
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000}
 VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k]
-                                    for k in ("plain", "astar", "astar_v1", "aae", "both", "astar_bind")}
+                                    for k in ("plain", "astar", "astar_steady", "astar_v1", "aae", "both",
+                                                                      "astar_bind")}
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
             "stray <= plain x 1.1")
 
@@ -285,7 +286,7 @@ def parse_rule(text: str) -> tuple[str, dict]:
             k, v = kv.split("=", 1)
             fields[k.strip()] = {"normalise": lambda x: x.strip() in ("1", "true"), "budget": int,
                                  "blur": float, "power": float,
-                                 "fade": float,
+                                 "fade": float, "until": float,
                                  "keep_norm": lambda x: x.strip() in ("1", "true")}[k.strip()](v)
     return fields["name"], fields
 

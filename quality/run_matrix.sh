@@ -6,12 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SAMPLERS=euler,euler_a,dpmpp_2m_k,ddim
-# the report matrix: 3 and 4 objects, 3 objects with noun-only concepts; 32 seeds x 2 prompts per cell
+# the report matrix with today's defaults (A-STAR and Both: the early rule; unit start noise): 3 and 4 objects,
+# 3 objects with noun-only concepts; 32 seeds x 2 prompts per cell; early against the previous default, steady
 $PY -m quality.matrix --family report --counts 3,4,3n --samplers $SAMPLERS --steps 10,25,50 --seeds 32 \
-    --per-seed 2 --variants plain,astar,astar_v1,aae,both --jobs 2 --out quality/results/matrix_report
+    --per-seed 2 --variants astar,astar_steady,aae,both --versus astar:astar_steady --jobs 2 \
+    --out quality/results/matrix_report_early
 # held-out prompt sets (2, 3 and 4 objects; seeds 5000+), the samplers users run most, 25 steps
 $PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2m_k --steps 25 --seeds 32 \
-    --per-seed 2 --variants plain,astar,astar_v1 --jobs 2 --out quality/results/matrix_heldout
+    --per-seed 2 --variants astar,astar_steady,aae --versus astar:astar_steady --jobs 2 \
+    --out quality/results/matrix_heldout_early
+# (the raw-noise tables in results/matrix_report, matrix_heldout: add --noise raw and the old variant lists)
 # a crossed cell (every seed x every prompt) for the variance shares of seed, prompt and method
 $PY -m quality.matrix --family report --counts 4 --samplers euler --steps 10 --seeds 32 --per-seed 0 \
     --variants plain,astar,astar_v1 --jobs 2 --out quality/results/matrix_crossed

@@ -22,6 +22,7 @@ class Rig:
     encoder: TinyTextEncoder
 
     def session(self, prompts, concepts=("cat", "dog"), **param_changes) -> SegretSession:
+        param_changes.setdefault("step_rule", "steady")  # every step refined; the default rule has its own tests
         params = SegretParams(enabled=True, concepts=tuple(concepts), **param_changes)
         tokens = [self.encoder.prompt_tokens(prompt) for prompt in prompts]
         session, _ = session_for_prompts(params, self.unet, tokens, self.encoder.encode)

@@ -111,7 +111,7 @@ def test_keep_rms_rescales_each_image_to_its_rms_before_the_update():
 
 def test_step_rule_setting_infotext_and_old_infotexts():
     p = SegretParams.create(enabled=True, concepts="cat, dog")
-    assert p.step_rule == "steady" and p.to_infotext()["A-STAR step rule"] == "steady"
+    assert p.step_rule == "early" and p.to_infotext()["A-STAR step rule"] == "early"
     assert SegretParams.from_infotext(p.to_infotext()) == p
     old = {"A-STAR concepts": "cat, dog", "A-STAR step size": "10", "A-STAR seg weight": "1"}
     q = SegretParams.from_infotext(old)  # written before the rule existed: v1, as it was made

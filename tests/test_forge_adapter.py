@@ -10,8 +10,8 @@ from segret_lib.hosts.forge import (
     GradientGuard,
     _sigmas_of_timesteps,
     transformer_options_for,
-    unsupported_weights,
 )
+from segret_lib.hosts.lowbit import refusal, unsupported_weights
 from segret_lib.testing.tiny_models import CONTEXT_DIM, tiny_unet
 
 
@@ -25,6 +25,7 @@ def test_unsupported_weights_names_gguf_and_4bit_storage():
     quantised = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     quantised[1].weight = GGUFParameter(torch.zeros(2, 2))
     assert unsupported_weights(quantised) == "GGUF / NF4 / FP4 weights"
+    assert refusal(plain) == "" and refusal(quantised).startswith("GGUF / NF4 / FP4 weights are not supported")
 
 
 def _as_inference_tensors(module: nn.Module) -> None:

@@ -96,7 +96,7 @@ def test_paste_restores_the_boxes_and_clears_them_for_an_infotext_without(host):
 def test_api_dict_layout(host):
     from modules.api import api
 
-    args = api.init_script_args({"A-STAR": {"args": [{"concepts": "cat, dog",
+    args = api.init_script_args({"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady",
                                                       "layout": {"cat": [0, 0, 0.5, 1], "dog": [0.5, 0.1, 1, 0.9]}}]}},
                                 host.runner)
     _, by_dict = host.txt2img(script_args=args, steps=3)

@@ -17,7 +17,7 @@ from segret_lib.ui.script_args import params_from_args, switch_method
 def test_defaults_follow_method():
     p = SegretParams()
     assert (p.seg_weight, p.ret_weight, p.step_size, p.last_step) == (1.0, 1.0, ASTAR_STEP_SIZE, 0)
-    assert p.step_rule == "steady"
+    assert p.step_rule == "early"
     assert (p.threshold_mode, p.threshold, p.smooth_kernel, p.smooth_sigma) == ("fraction", 0.5, 3, 0.5)
     assert (p.iterative, p.iterative_max, p.softmax_temperature, p.token_combine) == (False, 20, 100.0, "mean")
     assert p.hires is False
@@ -166,9 +166,9 @@ def test_old_positional_lists_keep_their_meaning():
     assert UI_FIELDS[18:] == ("bind_weight",)  # added after the step rule, at the end
     p = params_from_args(OLD_UI_VALUES)
     assert p.method == "astar" and p.iterative is False
-    assert p.step_rule == "steady" and p.step_size == 20.0  # no rule in the list: the method's ("auto")
+    assert p.step_rule == "early" and p.step_size == 20.0  # no rule in the list: the method's ("auto")
     assert params_from_args([*OLD_UI_VALUES, "Attend-and-Excite"]).step_rule == "v1"
-    assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "auto"]).step_rule == "steady"
+    assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "auto"]).step_rule == "early"
     assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "v1"]).step_rule == "v1"
     assert params_from_args([*OLD_UI_VALUES, "A-STAR", "", 1.0, False, "overlay", "balanced"]).step_rule == "balanced"
     p = params_from_args([*OLD_UI_VALUES, "Attend-and-Excite"])  # every UI value is explicit, iterative included
@@ -200,8 +200,9 @@ def test_switching_the_method_keeps_values_the_user_changed():
     assert switch_method({"iterative": False}, "aae", "aae")["iterative"] is False
     assert switch_method({"step_size": ASTAR_STEP_SIZE}, "astar", "aae")["step_size"] == 20.0
     assert switch_method({"step_size": "20"}, "aae", "both")["step_size"] == ASTAR_STEP_SIZE
-    assert switch_method({"step_rule": "steady"}, "astar", "aae")["step_rule"] == "v1"
-    assert switch_method({"step_rule": "v1"}, "aae", "both")["step_rule"] == "steady"
+    assert switch_method({"step_rule": "early"}, "astar", "aae")["step_rule"] == "v1"
+    assert switch_method({"step_rule": "v1"}, "aae", "both")["step_rule"] == "early"
+    assert switch_method({"step_rule": "steady"}, "astar", "aae")["step_rule"] == "steady"  # chosen: kept
     assert switch_method({"step_rule": "balanced"}, "astar", "aae")["step_rule"] == "balanced"  # chosen: kept
     assert switch_method({"step_size": 12.5}, "astar", "aae")["step_size"] == 12.5
     p = params_from_args([*OLD_UI_VALUES[:8], True, *OLD_UI_VALUES[9:]], {"method": "both"})

@@ -85,7 +85,7 @@ def test_start_noise_has_no_mean_colour_and_unit_rms_per_image():
 def test_refinement_runs_through_the_engine_and_moves_the_image(engine, sampler):
     spec = evaluate.PromptSpec("a red circle and a blue square", ("red circle", "blue square"),
                                (("red", "circle"), ("blue", "square")))
-    params = SegretParams(enabled=True, concepts=spec.concepts)
+    params = SegretParams(enabled=True, concepts=spec.concepts, step_rule="steady")  # every step refined
     plain, none = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, None)
     again, _ = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, None)
     refined, session = engine.sample([spec, spec], [0, 1], sampler, 4, 4.0, params)

@@ -173,8 +173,12 @@ def test_aae_updates_the_first_half_of_the_steps():
     aae = SegretParams.create(enabled=True, concepts="a, b", method="aae")
     assert [last_refined_step(aae, t) for t in (50, 30, 25, 20, 1)] == [25, 15, 13, 10, 1]
     assert last_refined_step(aae.replace(last_step=40), 50) == 40  # an explicit value is taken as it is
-    astar = SegretParams.create(enabled=True, concepts="a, b")
-    assert last_refined_step(astar, 50) == 0 and last_refined_step(astar.replace(method="both"), 50) == 0
+    astar = SegretParams.create(enabled=True, concepts="a, b")  # the rule "early": the first half too
+    assert [last_refined_step(astar, t) for t in (50, 25, 10, 4, 1)] == [25, 13, 5, 2, 1]
+    assert last_refined_step(astar.replace(method="both"), 25) == 13
+    assert last_refined_step(astar.replace(last_step=40), 50) == 40  # an explicit value wins over the rule
+    for rule in ("steady", "balanced", "v1"):  # these refine every step (0 = no last step)
+        assert last_refined_step(astar.replace(step_rule=rule), 50) == 0
     assert [s for s in range(50) if is_refined_step(s, last_refined_step(aae, 50))] == list(range(25))
 
 

@@ -12,7 +12,7 @@ from modules.api import api
 from segret_lib.engine.capture import cross_attention_modules
 from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.hosts import lifecycle as script_lifecycle
-from segret_lib.settings.params import ASTAR_STEP_SIZE, UI_FIELDS
+from segret_lib.settings.params import ASTAR_STEP_SIZE, AUTO, UI_FIELDS
 from segret_lib.ui import accordion as script_ui
 from segret_lib.ui import script_args, xyz_axes
 from tests.webui_host import ROOT, Host
@@ -84,6 +84,34 @@ def test_disabled_is_bit_identical_to_no_extension(host):
     assert_clean(host, p)
     p, defaults = host.txt2img(steps=4, batch_size=2)
     assert torch.equal(latents(plain), latents(defaults))
+
+
+# ---------------------------------------------------------------------------------------- the default rule
+@pytest.mark.parametrize(("sampler", "steps", "runs"), [("Euler", 4, 4), ("Euler a", 10, 10), ("DPM++ 2M", 25, 25),
+                                                        ("DDIM", 8, 7)])
+def test_default_rule_refines_the_first_half_of_each_pass(host, sampler, steps, runs):
+    """The UI's step rule ("auto") is A-STAR's "early": steps 1..ceil(T/2) of the T the sampler runs, each
+    once; the infotext names the rule; an explicit last step wins; "steady" refines every step."""
+    ui = host.args(**ON, step_rule=AUTO)
+    _, res = host.txt2img(script_args=ui, steps=steps, sampler_name=sampler)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    half = -(-runs // 2)
+    assert info["A-STAR step rule"] == "early" and info["A-STAR last step"] == "0"
+    assert info["A-STAR result"].startswith(f"first pass: {half}/{runs} steps"), info
+    _, res = host.txt2img(script_args=host.args(**ON, step_rule=AUTO, last_step=runs - 1), steps=steps,
+                          sampler_name=sampler)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR result"].startswith(f"first pass: {runs - 1}/{runs} steps"), info
+    _, res = host.txt2img(script_args=host.args(**ON, step_rule="steady"), steps=steps, sampler_name=sampler)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert info["A-STAR step rule"] == "steady" and info["A-STAR result"].startswith(f"first pass: {runs}/{runs}")
+
+
+def test_default_rule_halves_the_hires_pass_too(host):
+    _, res = host.txt2img(script_args=host.args(**ON, step_rule=AUTO, hires=True), steps=4, enable_hr=True,
+                          hr_scale=1.5, hr_second_pass_steps=6, denoising_strength=0.5)
+    info = infotext_utils.parse_generation_parameters(res.infotexts[0])
+    assert "first pass: 2/4 steps" in info["A-STAR result"] and "hires pass: 3/6 steps" in info["A-STAR result"]
 
 
 # ------------------------------------------------------------------------------------------------- enabled
@@ -596,7 +624,9 @@ def test_aae_api_dict_and_positional_list(host):
     assert info["A-STAR method"] == "Attend-and-Excite" and info["A-STAR result"].startswith("first pass: 2/4")
     old = api.init_script_args({"A-STAR": {"args": [True, "cat, dog", 1.0, 1.0, 30.0]}}, host.runner)
     _, res_old = host.txt2img(script_args=old, steps=4)
-    assert "A-STAR method" not in res_old.infotexts[0] and "first pass: 4/4" in res_old.infotexts[0]
+    # no step rule in the list: the method's ("auto"), A-STAR's "early", which refines the first half
+    assert "A-STAR method" not in res_old.infotexts[0] and "first pass: 2/4" in res_old.infotexts[0]
+    assert "A-STAR step rule: early" in res_old.infotexts[0]
 
 
 def test_expert_controls_sit_in_a_closed_advanced_group(host):
@@ -639,12 +669,12 @@ def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
     assert dep["outputs"][:2] == [controls["iterative"]._id, controls["step_size"]._id]
     assert controls["step_size"].value == ASTAR_STEP_SIZE
     assert dep["outputs"][2] == controls["step_rule"]._id
-    update, step, rule, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "steady")
+    update, step, rule, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "early")
     assert update["value"] is True and step["value"] == 20.0 and previous == "Attend-and-Excite"
     assert rule["value"] == "v1"  # A&E's published schedule
     update, step, rule, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0, "v1")
     assert update["value"] is False and step["value"] == ASTAR_STEP_SIZE and previous == "Both"
-    assert rule["value"] == "steady"
+    assert rule["value"] == "early"
     update, step, _, _ = fn.fn("Both", "A-STAR", True, 15.0, "balanced")
     assert update["value"] is True and step["value"] == 15.0  # set by the user under A-STAR: kept
     # paste
@@ -673,13 +703,14 @@ def test_xyz_method_axis_compares_methods_on_one_seed(host):
     results = {}
     for value in axis.choices():
         p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat and a dog", sd_model=host.model,
-                                                        scripts=host.runner, script_args=host.args(**ON),
+                                                        scripts=host.runner,
+                                                        script_args=host.args(**ON, step_rule=AUTO),  # the UI's
                                                         steps=4, width=256, height=256, seed=7)
         axis.apply(p, value, axis.choices())
         results[value] = processing.run_generation(p)
         assert_clean(host, p)
     infos = {k: infotext_utils.parse_generation_parameters(r.infotexts[0]) for k, r in results.items()}
-    assert "A-STAR method" not in infos["A-STAR"] and infos["A-STAR"]["A-STAR result"].startswith("first pass: 4/4")
+    assert "A-STAR method" not in infos["A-STAR"] and infos["A-STAR"]["A-STAR result"].startswith("first pass: 2/4")
     # the UI's iterative value (off) was A-STAR's default: the A&E cell takes A&E's (on)
     assert infos["Attend-and-Excite"]["A-STAR iterative"] == "steps auto; target 0.95 0.5 0.2; max 20"
     assert infos["Attend-and-Excite"]["A-STAR result"].startswith("first pass: 2/4 steps, L_A&E")
@@ -687,7 +718,7 @@ def test_xyz_method_axis_compares_methods_on_one_seed(host):
     assert infos["A-STAR"]["A-STAR step size"] == "30" and infos["Attend-and-Excite"]["A-STAR step size"] == "20"
     assert infos["Both"]["A-STAR method"] == "Both" and "L_A&E" in infos["Both"]["A-STAR result"]
     # the step rule "auto" is each method's: written for A-STAR and Both, absent (v1) for A&E
-    assert infos["A-STAR"]["A-STAR step rule"] == infos["Both"]["A-STAR step rule"] == "steady"
+    assert infos["A-STAR"]["A-STAR step rule"] == infos["Both"]["A-STAR step rule"] == "early"
     assert "A-STAR step rule" not in infos["Attend-and-Excite"]
     assert len({latents(r).sum().item() for r in results.values()}) == 3
 

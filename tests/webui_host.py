@@ -10,6 +10,7 @@ from modules.sd_models import TinySDModel
 from segret_lib.settings.params import UI_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
+MECHANICS_RULE = "steady"  # refines every step (see Host.args)
 
 _loaded = False
 
@@ -32,9 +33,16 @@ class Host:
         self.script = next(s for s in self.runner.alwayson_scripts if s.title() == "A-STAR")
 
     def args(self, **values):
-        """Full script_args: UI defaults, with ours set by field name (or raw list via `raw`)."""
+        """Full script_args: UI defaults, with ours set by field name (or raw list via `raw`).
+
+        The step rule is "steady" unless given: these tests check that every step of every sampler and pass is
+        refined, and the default rule ("early") refines only the first half; its cutoff has tests of its own
+        (test_webui_extension.py test_default_rule_*).
+        """
         args = self.runner.default_args()
         raw = values.pop("raw", None)
+        if raw is None:
+            values.setdefault("step_rule", MECHANICS_RULE)
         if raw is not None:
             for i, v in enumerate(raw):
                 args[self.script.args_from + i] = v

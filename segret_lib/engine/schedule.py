@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..settings.params import AAE_ITERATIVE_STEPS, AAE_LAST_STEP, AAE_REFERENCE_STEPS, SegretParams
+from .step_rule import get_rule, refined_share_last_step
 
 EVAL_PATTERNS = ("first_order", "second_order", "plms", "dpm_fast", "callback")
 
@@ -32,13 +33,14 @@ def scale_step(index: int, total_steps: int, reference_steps: int = AAE_REFERENC
 
 def last_refined_step(params: SegretParams, total_steps: int) -> int:
     """The pass's last refined step (1-based; 0 = every step). An explicit last_step > 0 is taken as it is;
-    0 means the method's default: every step for A-STAR and both, the first half for Attend-and-Excite
-    (its 25 of 50 steps, scaled: round(25 * T / 50), at least 1)."""
+    0 means the method's default: for Attend-and-Excite the first half (its 25 of 50 steps, scaled:
+    round(25 * T / 50), at least 1); for A-STAR and Both what the step rule's `until` gives (every step unless
+    the rule refines only the first share of the steps)."""
     if params.last_step > 0:
         return params.last_step
     if params.method == "aae":
         return max(1, scale_step(AAE_LAST_STEP, total_steps))
-    return 0
+    return refined_share_last_step(get_rule(params.step_rule), total_steps)
 
 
 def iterative_schedule(params: SegretParams, total_steps: int) -> dict[int, float]:

@@ -32,6 +32,7 @@ from ..engine.session import ModelSwitched, SegretSession
 from .a1111 import WebUIHost, add_xyz_axes, batch_conds
 from .host_pass import HostPass
 from .lifecycle import ScriptLifecycle, cat_padded
+from .lowbit import refusal
 
 __all__ = ["ForgeHost", "SegretScript", "add_xyz_axes"]
 
@@ -60,10 +61,9 @@ class ForgeHost(WebUIHost):
         return bool(getattr(sampler.model_wrap_cfg, "classic_ddim_eps_estimation", False))
 
     def begin_pass(self, p, unet: nn.Module) -> ForgePass:
-        unsupported = unsupported_weights(unet)
-        if unsupported:
-            raise RuntimeError(f"{unsupported} are not supported by A-STAR in Forge yet; the image is rendered "
-                               "without it")
+        message = refusal(unet)
+        if message:
+            raise RuntimeError(message)
         host_pass = ForgePass()
         try:
             reserve_backward_memory(p, host_pass)
@@ -95,20 +95,6 @@ class SegretScript(ScriptLifecycle, scripts.Script):
     """A-STAR: test-time attention segregation and retention (Forge)."""
 
     host = ForgeHost()
-
-
-def unsupported_weights(unet: nn.Module) -> str:
-    """A description of weights the refinement cannot differentiate through yet ('' if none): GGUF and
-    bitsandbytes NF4/FP4 storage."""
-    found = []
-    for module in unet.modules():
-        for param in module._parameters.values():
-            kind = type(param).__name__
-            if param is not None and ("GGUF" in kind or "4bit" in kind or "bnb" in kind.lower()):
-                label = "GGUF / NF4 / FP4 weights"
-                if label not in found:
-                    found.append(label)
-    return " and ".join(found)
 
 
 def reserve_backward_memory(p, host_pass: HostPass) -> None:

@@ -32,8 +32,8 @@ MAPS_VIEWS = ("overlay", "grid", "both")
 TOKEN_COMBINE_MODES = ("mean", "max", "sum")
 # Step rules (engine/step_rule.py defines what each does): "auto" is the method's own (METHOD_DEFAULTS), the
 # UI's default, so a padded API list gets it.
-STEP_RULES = ("v1", "balanced", "steady")
-DEFAULT_RULE = "steady"
+STEP_RULES = ("v1", "balanced", "steady", "early")
+DEFAULT_RULE = "early"
 AUTO = "auto"
 STEP_RULE_CHOICES: tuple[str, ...] = (AUTO, *STEP_RULES)
 _EXPERIMENTAL_RULES: set[str] = set()  # registered by the benchmark (engine.step_rule.register), never in the UI
@@ -69,10 +69,10 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 # resolved per pass against its step count (schedule.last_refined_step / iterative_schedule).
 # Step size: Attend-and-Excite keeps its published 20. Under v1, A-STAR and Both took 10, calibrated on the
 # neglect benchmark (docs/method.md "Step size under v1": at 20 the update broke about as many images as it
-# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "steady" (balanced's losses per pair /
-# per concept, step budget per pass and low-passed gradient, and each update keeps the latent's RMS), whose step
-# size is calibrated on the benchmark matrix (quality/README.md). Attend-and-Excite keeps its published
-# schedule ("v1", 20).
+# fixed and added grain). Step rule (step_rule.py): A-STAR and Both use "early" (balanced's losses per pair /
+# per concept, step budget per pass and low-passed gradient, each update keeps the latent's RMS, and only the
+# first half of the steps is refined), whose step size is calibrated on the benchmark matrix (quality/README.md).
+# Attend-and-Excite keeps its published schedule ("v1", 20).
 ASTAR_STEP_SIZE = 30.0
 # Attribute binding (engine/binding.py): the weight of L_bind; 0 = off (and old infotexts, which lack it)
 ASTAR_BIND_WEIGHT = 0.0
@@ -369,12 +369,12 @@ ROWS = (
             tip="Scale of the latent update (alpha = step size x sqrt(1 -> 0.5) over the steps). "
                 "Higher is stronger; too high gives artefacts.",
             infotext="step size", always=True, xyz=Axis("[A-STAR] Step size", float)),
-    # last refined sampling step (1-based); 0 = the method's: A-STAR every step, A&E the first half
+    # last refined sampling step (1-based); 0 = the method's: the first half (A&E's schedule; A-STAR's rule early)
     Setting("last_step", "int", 0, bounds=(0, 10000), position=5, label="Last refined step (0 = method default)",
             control=Control("slider", 0, 150, 1),
-            tip="Last sampling step that is refined. 0 = the method's default: every step for A-STAR and Both, "
-                "the first half for Attend-and-Excite. Refining only the first steps is faster but concepts can "
-                "fade again later.",
+            tip="Last sampling step that is refined. 0 = the method's default: the first half of the steps "
+                "(every step under the step rules v1, balanced and steady). Refining fewer steps is faster but "
+                "concepts can fade again later.",
             infotext="last step", always=True, xyz=Axis("[A-STAR] Last refined step", int)),
     # retention mask: A >= threshold * max(A), or Otsu; one infotext entry with the threshold
     Setting("threshold_mode", "str", "fraction", choices=THRESHOLD_MODES, position=6, label="Retention mask",
@@ -460,8 +460,10 @@ ROWS = (
     Setting("step_rule", "str", AUTO, normalize=_normalize_step_rule, check=_check_step_rule,
             by_method={"astar": DEFAULT_RULE, "aae": "v1", "both": DEFAULT_RULE}, position=17, label="Step rule",
             control=Control("radio", choices=STEP_RULE_CHOICES),
-            tip="How the step size becomes an update. auto: the method's rule (steady for A-STAR and Both, "
-                "v1 for Attend-and-Excite). steady: balanced, and each update keeps the latent's overall size "
+            tip="How the step size becomes an update. auto: the method's rule (early for A-STAR and Both, "
+                "v1 for Attend-and-Excite). early: steady on the first half of the steps only (unless Last "
+                "refined step is set): nearly as many concepts rescued as steady, less grain, faster. "
+                "steady: balanced, and each update keeps the latent's overall size "
                 "(the noise level the model removes), which leaves less grain. balanced: the losses are means "
                 "over concept pairs and concepts, beyond 10 steps each step's push shrinks (50 steps push about "
                 "twice as far as 10, not five times) and the update is smoothed at the attention maps' scale. "

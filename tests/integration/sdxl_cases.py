@@ -22,7 +22,7 @@ from tests.integration.test_real_webui import (
 )
 
 PROMPT = "a photo of a cat and a dog"
-ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
+ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40}]}}
 OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
 
 
@@ -98,7 +98,7 @@ class SdxlCases:
 
 
     def test_sdxl_hires_fix_refines_both_passes(self, xl):
-        args = {"A-STAR": {"args": [{"concepts": "cat, dog", "hires": True}]}}
+        args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "hires": True}]}}
         res = xl.txt2img(**self.request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
                                    hr_second_pass_steps=4, alwayson_scripts=args, **self.HIRES_EXTRA))
         info = params(res)
@@ -122,7 +122,8 @@ class SdxlCases:
 
     def test_sdxl_low_vram_refines_every_step(self, xl, on):
         """Checkpointed blocks recompute the same activations: the same image as without Low VRAM."""
-        args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "low_vram": True}]}}
+        args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40,
+                                     "low_vram": True}]}}
         res = xl.txt2img(**self.request(alwayson_scripts=args))
         info = params(res)
         record(xl, "SDXL low VRAM", info)
@@ -132,8 +133,8 @@ class SdxlCases:
 
     def test_sdxl_layout_with_overlays(self, xl):
         boxes = {"cat": [0.0, 0.0, 0.5, 1.0], "dog": [0.5, 0.1, 1.0, 0.9]}
-        args = {"A-STAR": {"args": [{"concepts": "cat, dog", "layout": boxes, "layout_strength": 3,
-                                     "show_maps": True}]}}
+        args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "layout": boxes,
+                                     "layout_strength": 3, "show_maps": True}]}}
         res = xl.txt2img(**self.request(alwayson_scripts=args))
         info = params(res)
         record(xl, "SDXL layout + overlays", info)

@@ -31,6 +31,15 @@ REQ=$WORK/requirements.txt
 host_venv "$VENV" "$WORK" "$REQ.new"
 [ "${1:-}" = "--venv-only" ] && exit 0
 
+# bitsandbytes for the NF4 check only (forge_nf4_check.py puts it on its own path): Forge does not list it, so it
+# stays out of Forge's venv and the server never sees it
+BNB=bitsandbytes==0.50.2
+if [ "$(cat "$WORK/bnb/.segret-version" 2>/dev/null)" != "$BNB" ]; then
+  rm -rf "$WORK/bnb"
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q install --no-compile --no-deps --target "$WORK/bnb" "$BNB"
+  echo "$BNB" > "$WORK/bnb/.segret-version"
+fi
+
 # ---- a writable copy of the tree, with this extension installed as a copy ---------------------------
 host_tree "$SRC" "$WORK/forge"
 

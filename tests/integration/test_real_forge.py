@@ -16,7 +16,10 @@ import pytest
 from tests.integration.test_real_webui import interrupted, params, record, result_counts, xyz_args
 
 PROMPT = "a photo of a cat and a dog"
-ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
+# "steady" refines every step, so these tests see every sampler step refined; the default rule ("early") refines
+# the first half: DEFAULT and the tests that use it
+ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40}]}}
+DEFAULT = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
 OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
 
 
@@ -42,12 +45,14 @@ def plain(forge):
 
 
 def test_enabled_refines_and_disabled_stays_bit_identical(forge, plain):
-    on = forge.txt2img(**request(alwayson_scripts=ON))
+    on = forge.txt2img(**request(alwayson_scripts=DEFAULT))
     info = params(on)
-    record(forge, "enabled (Euler)", info)
+    record(forge, "enabled (Euler), default rule", info)
     assert info["A-STAR concepts"] == "cat, dog", info
-    assert info["A-STAR step rule"] == "steady", info  # the default rule, named in the infotext
-    assert refined_all(info) == (6, 6)
+    assert info["A-STAR step rule"] == "early", info  # the default rule, named in the infotext
+    assert "A-STAR warnings" not in info and result_counts(info["A-STAR result"]) == [(3, 6)], info  # first half
+    steady = params(forge.txt2img(**request(alwayson_scripts=ON)))
+    assert steady["A-STAR step rule"] == "steady" and refined_all(steady) == (6, 6), steady
     assert on["pixels"][0] != plain["pixels"][0]
     off = forge.txt2img(**request(alwayson_scripts=OFF))
     assert "A-STAR" not in off["info"]["infotexts"][0]
@@ -82,7 +87,7 @@ def test_batch_of_two_refines_both_images(forge, plain):
 
 
 def test_hires_fix_refines_both_passes(forge):
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "hires": True}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "hires": True}]}}
     res = forge.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
                                   hr_second_pass_steps=4, hr_additional_modules=["Use same choices"],
                                   alwayson_scripts=args))
@@ -108,7 +113,9 @@ def test_api_list_args_and_infotext(forge):
     res = forge.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [True, "cat, dog", 1, 1, 40]}}))
     info = params(res)
     record(forge, "API list args", info)
-    assert info["A-STAR step size"] == "40" and refined_all(info) == (6, 6), info
+    # no step rule in the list: the method's, "early", which refines steps 1-3 of 6
+    assert info["A-STAR step size"] == "40" and info["A-STAR step rule"] == "early", info
+    assert result_counts(info["A-STAR result"]) == [(3, 6)], info
     # the infotext reads back through Forge's own parser
     parsed = forge.post("/sdapi/v1/png-info", {"image": "data:image/png;base64," + res["images"][0]})
     assert parsed["parameters"].get("A-STAR concepts") == "cat, dog", parsed["parameters"]
@@ -157,7 +164,7 @@ def test_capture_through_another_extensions_attn2_patch(forge, plain):
 
 
 def test_low_vram_refines_every_step(forge):
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "low_vram": True}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40, "low_vram": True}]}}
     info = params(forge.txt2img(**request(alwayson_scripts=args)))
     record(forge, "low VRAM (checkpointed blocks)", info)
     assert refined_all(info) == (6, 6)
@@ -215,7 +222,8 @@ def test_batch_count_two_each_image_its_own_result(forge):
 
 def test_layout_with_overlays_in_a_batch(forge):
     boxes = {"cat": [0.0, 0.0, 0.5, 1.0], "dog": [0.5, 0.1, 1.0, 0.9]}
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "layout": boxes, "layout_strength": 3, "show_maps": True}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "layout": boxes, "layout_strength": 3,
+                                 "show_maps": True}]}}
     res = forge.txt2img(**request(batch_size=2, alwayson_scripts=args))
     info = params(res, 1)
     record(forge, "layout + overlays, batch 2", info)

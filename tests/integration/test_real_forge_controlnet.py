@@ -126,7 +126,7 @@ def test_controlnet_timestep_range_with_ddim(cn, model_name):
 
 
 def test_controlnet_hires_fix_refines_both_passes(cn, model_name):
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "hires": True}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40, "hires": True}]}}
     res = cn.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
                                hr_second_pass_steps=4, hr_additional_modules=["Use same choices"],
                                alwayson_scripts={**args, **unit(model_name)}))
@@ -153,7 +153,7 @@ def test_two_controlnet_units(cn, model_name):
 
 def test_controlnet_low_vram_refines_every_step(cn, model_name):
     """Low VRAM recomputes the UNet's blocks in the backward pass; the residuals are added between them."""
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40, "low_vram": True}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40, "low_vram": True}]}}
     info = params(cn.txt2img(**request(alwayson_scripts={**args, **unit(model_name)})))
     record(cn, "ControlNet unit, low VRAM", info)
     assert refined_all(info) == (6, 6)

@@ -1,14 +1,61 @@
 """A-STAR on low-bit UNet storage in the real Forge (issue 17, deliverable 4): what runs offline on the CPU here.
 
-float8 storage (Forge's "float8-e4m3fn" UNet storage option, no LoRA) is refined. Not here: GGUF and NF4, because
-Forge itself does not load them in this setup (see docs/forge.md#low-bit-weights); A-STAR's message for them is
-checked in tests/test_forge_adapter.py. Skipped unless SEGRET_FORGE_DIR names the Forge tree (see conftest.py).
+float8 storage (Forge's "float8-e4m3fn" UNet storage option, no LoRA) is refined. GGUF: Forge itself does not load
+a tiny GGUF checkpoint in this setup (docs/forge.md#low-bit-weights), so the weight check is run, in Forge's own
+Python, on Forge's own ParameterGGUF read from a GGUF file written by Forge's bundled `gguf` (forge_gguf_check.py).
+NF4: Forge does not install bitsandbytes, so setup_forge.sh puts it in a folder of its own, and a tiny NF4 layer
+file is loaded by Forge's own 4-bit layer in Forge's Python (forge_nf4_check.py). Both are refused with the message.
+Skipped unless SEGRET_FORGE_DIR names the Forge tree.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
 from tests.integration.test_real_forge import ON, refined_all, request
 from tests.integration.test_real_webui import params, record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_forge_gguf_parameter_is_refused_with_the_message(tmp_path):
+    tree = os.environ.get("SEGRET_FORGE_DIR")
+    python = Path(os.environ.get("SEGRET_FORGE_WORK", ROOT / ".forge-work")).resolve() / "venv" / "bin" / "python"
+    if not tree or not python.exists():
+        pytest.skip("real-Forge tests: set SEGRET_FORGE_DIR and run tests/integration/setup_forge.sh")
+    run = subprocess.run([str(python), str(Path(__file__).with_name("forge_gguf_check.py")), tree, str(ROOT),
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["class"] == "ParameterGGUF" and seen["shape"] == [64, 32]
+    assert seen["dequantized_error"] < 0.05  # a real Q8_0 tensor, read back by Forge's code
+    assert seen["before"] == "" and seen["after"] == "GGUF / NF4 / FP4 weights"
+    assert seen["message"] == ("GGUF / NF4 / FP4 weights are not supported by A-STAR in Forge yet; the image is "
+                               "rendered without it")
+
+
+def test_forge_nf4_layer_is_refused_with_the_message(tmp_path):
+    tree = os.environ.get("SEGRET_FORGE_DIR")
+    work = Path(os.environ.get("SEGRET_FORGE_WORK", ROOT / ".forge-work")).resolve()
+    python, bnb = work / "venv" / "bin" / "python", work / "bnb"
+    if not tree or not python.exists() or not bnb.is_dir():
+        pytest.skip("real-Forge tests: set SEGRET_FORGE_DIR and run tests/integration/setup_forge.sh")
+    run = subprocess.run([str(python), str(Path(__file__).with_name("forge_nf4_check.py")), tree, str(ROOT),
+                          str(bnb), str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    # Forge's loader took the file's quant state: a packed uint8 weight, 2 values a byte
+    assert seen["class"] == "ForgeParams4bit" and seen["quant_type"] == "nf4", seen
+    assert seen["stored"] == ["torch.uint8", 64 * 32 // 2] and "weight.quant_state.bitsandbytes__nf4" in seen["keys"]
+    assert seen["correlation"] > 0.95  # it dequantizes back to the weight
+    assert seen["before"] == "" and seen["after"] == "GGUF / NF4 / FP4 weights"
+    assert seen["message"] == ("GGUF / NF4 / FP4 weights are not supported by A-STAR in Forge yet; the image is "
+                               "rendered without it")
 
 
 def storage(forge, dtype: str, memory: int) -> None:

@@ -12,7 +12,9 @@ import time
 import pytest
 
 PROMPT = "a photo of a cat and a dog"
-ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
+# "steady" refines every step, so these tests see every sampler step refined; the default rule ("early") has
+# test_infotext_names_the_step_rule_and_v1_requests_reproduce_v1
+ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40}]}}
 OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
 
 
@@ -80,10 +82,15 @@ def test_infotext_names_the_step_rule_and_v1_requests_reproduce_v1(webui):
         res = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog", **args}]}}))
         return res, params(res)
 
-    steady, info = run()
+    early, info = run()
     record(webui, "default step rule", info)
-    assert info["A-STAR step rule"] == "steady" and info["A-STAR step size"] == "30", info
-    # an image made with the previous default (balanced) names it, and its request reproduces that image
+    assert info["A-STAR step rule"] == "early" and info["A-STAR step size"] == "30", info
+    assert result_counts(info["A-STAR result"]) == [(3, 6)], info  # the first half of the steps
+    # images made with the previous defaults (steady, balanced) name them, and their requests reproduce them
+    steady, info_s = run(step_rule="steady")
+    assert info_s["A-STAR step rule"] == "steady" and result_counts(info_s["A-STAR result"]) == [(6, 6)], info_s
+    assert steady["pixels"][0] != early["pixels"][0]
+    assert run(step_rule="steady")[0]["pixels"][0] == steady["pixels"][0]
     balanced, info_b = run(step_rule="balanced")
     assert info_b["A-STAR step rule"] == "balanced" and result_counts(info_b["A-STAR result"]) == [(6, 6)], info_b
     assert balanced["pixels"][0] != steady["pixels"][0]
@@ -103,7 +110,7 @@ def test_attribute_binding_through_the_api_writes_and_reproduces_its_infotext(we
 
     def run(**args):
         res = webui.txt2img(**request(prompt=prompt, alwayson_scripts={
-            "A-STAR": {"args": [{"concepts": "black cat, white dog", **args}]}}))
+            "A-STAR": {"args": [{"concepts": "black cat, white dog", "step_rule": "steady", **args}]}}))
         return res, params(res)
 
     off, info_off = run()
@@ -131,7 +138,7 @@ def test_timestep_samplers_refine_every_step_they_run(webui, sampler, steps):
 
 
 def test_hires_fix_refines_both_passes(webui):
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "hires": True}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "hires": True}]}}
     res = webui.txt2img(**request(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.5,
                                   hr_second_pass_steps=4, alwayson_scripts=args))
     info = params(res)
@@ -314,7 +321,7 @@ def test_concepts_past_the_first_chunk_and_in_and_subprompts(webui, prompt):
 
 
 def test_prompt_editing_refines_each_word_where_it_is(webui):
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog, bird"}]}}
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog, bird", "step_rule": "steady"}]}}
     res = webui.txt2img(**request(prompt="a photo of a [cat:dog:0.5] and a bird", alwayson_scripts=args))
     info = params(res)
     record(webui, "prompt editing", info)

@@ -22,7 +22,7 @@ def plain(webui):
 
 
 def test_layout_with_overlays_in_a_batch(webui):
-    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "layout": BOXES, "layout_strength": 3,
+    args = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "layout": BOXES, "layout_strength": 3,
                                  "show_maps": True}]}}
     res = webui.txt2img(**request(batch_size=2, alwayson_scripts=args))
     info = params(res, 1)
@@ -46,7 +46,7 @@ def test_layout_in_the_positional_list_and_a_bad_box(webui, plain):
     info = params(res)
     assert info["A-STAR layout"] == "cat: 0 0 0.5 1" and info["A-STAR layout strength"] == "2", info
     assert res["pixels"][0] != plain["pixels"][0]
-    bad = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog",
+    bad = webui.txt2img(**request(alwayson_scripts={"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady",
                                                                          "layout": {"cat": [0.6, 0, 0.2, 1]}}]}}))
     info = params(bad)
     assert "layout box 'cat' needs x0 < x1 and y0 < y1" in info["A-STAR warnings"], info
