@@ -22,7 +22,9 @@ from tests.integration.test_real_webui import (
 )
 
 PROMPT = "a photo of a cat and a dog"
+# "steady" refines every step, so the cases see every sampler step refined; DEFAULT leaves the rule out ("early")
 ON = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_rule": "steady", "step_size": 40}]}}
+DEFAULT = {"A-STAR": {"args": [{"concepts": "cat, dog", "step_size": 40}]}}
 OFF = {"A-STAR": {"args": [{"enabled": False, "concepts": "cat, dog"}]}}
 
 
@@ -75,6 +77,14 @@ class SdxlCases:
         assert "A-STAR" not in off["info"]["infotexts"][0]
         assert off["pixels"][0] == plain["pixels"][0]  # bit-identical to a request without A-STAR
         assert xl.txt2img(**self.request())["pixels"][0] == plain["pixels"][0]
+
+    def test_sdxl_default_rule_refines_the_first_half(self, xl, on):
+        res = xl.txt2img(**self.request(alwayson_scripts=DEFAULT))
+        info = params(res)
+        record(xl, "SDXL default rule (Euler a)", info)
+        assert info["A-STAR step rule"] == "early" and "A-STAR warnings" not in info, info
+        assert result_counts(info["A-STAR result"]) == [(2, 4)], info  # steps 1-2 of 4
+        assert res["pixels"][0] != on["pixels"][0]  # steps 3-4 unrefined: another image than steady's
 
 
     @pytest.mark.parametrize(("sampler", "scheduler", "steps"),
