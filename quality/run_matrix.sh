@@ -18,8 +18,12 @@ $PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2
 # (the raw-noise tables in results/matrix_report, matrix_heldout: add --noise raw and the old variant lists)
 # a crossed cell (every seed x every prompt) for the variance shares of seed, prompt and method
 $PY -m quality.matrix --family report --counts 4 --samplers euler --steps 10 --seeds 32 --per-seed 0 \
-    --variants plain,astar,astar_v1 --jobs 2 --out quality/results/matrix_crossed
+    --variants astar,aae --jobs 2 --out quality/results/matrix_crossed_early
 # the tuning runs behind docs/method.md "Why this rule" (--rule registers a step rule for the run)
 # $PY -m quality.matrix --family tune --counts 3,4 --samplers $SAMPLERS --steps 10,25 --seeds 32 --per-seed 2 \
 #     --rule "b15:normalise=1,budget=10,blur=1.5" --variants "astar,astar_v1,s45b15:step_size=45;step_rule=b15" \
 #     --jobs 2 --out /tmp/tune
+# the tuning run behind docs/method.md "Why early" (`until`: the share of each pass's steps that is refined)
+# $PY -m quality.matrix --family tune --counts 3,4 --samplers $SAMPLERS --steps 10,25 --seeds 32 --per-seed 2 \
+#     --rule "u60:normalise=1,budget=10,blur=1,power=0.5,keep_norm=1,until=0.6" \
+#     --variants "astar,astar_steady,u60:step_rule=u60,e45:step_size=45,bind:bind_weight=0.25" --jobs 2 --out /tmp/tune
