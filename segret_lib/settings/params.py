@@ -425,10 +425,11 @@ ROWS = (
             position=12, label="Method",
             control=Control("radio", choices=tuple(METHOD_LABELS.values()), value=METHOD_LABELS["astar"],
                             group="main"),
-            tip="A-STAR: keep the concepts' attention apart and on their regions (every step). Attend-and-Excite: "
-                "raise the attention peak of the most neglected concept (first half of the steps, iterative "
-                "refinement at 3 steps). Both: the two losses summed, with A-STAR's schedule. Switching sets the "
-                "method's default for Iterative refinement unless you changed it.",
+            tip="A-STAR: keep the concepts' attention apart and on their regions (the first half of the steps "
+                "under the default step rule). Attend-and-Excite: raise the attention peak of the most neglected "
+                "concept (first half of the steps, iterative refinement at 3 steps). Both: the two losses summed, "
+                "with A-STAR's schedule. Switching sets the method's default for Iterative refinement unless you "
+                "changed it.",
             infotext="method", show=METHOD_LABELS.__getitem__, paste=method_label_from,
             xyz=Axis("[A-STAR] Method", str)),
     # layout (paper section 5): ((concept, (x0, y0, x1, y1)), ...), fractions of the image; see layout_boxes.py
