@@ -21,17 +21,24 @@ from tests.integration.test_real_forge import ON, refined_all, request
 from tests.integration.test_real_webui import params, record
 
 ROOT = Path(__file__).resolve().parents[2]
+WORK = Path(os.environ.get("SEGRET_FORGE_WORK", ROOT / ".forge-work")).resolve()
+
+
+def forge_check(script: str, tmp_path: Path, *work_dirs: str) -> dict:
+    """Run `script` (beside this file) in Forge's own Python with the Forge tree, this repository, the named
+    folders of the Forge work directory and tmp_path as arguments; the JSON it prints last."""
+    tree, python = os.environ.get("SEGRET_FORGE_DIR"), WORK / "venv" / "bin" / "python"
+    if not tree or not python.exists() or not all((WORK / d).is_dir() for d in work_dirs):
+        pytest.skip("real-Forge tests: set SEGRET_FORGE_DIR and run tests/integration/setup_forge.sh")
+    run = subprocess.run([str(python), str(Path(__file__).with_name(script)), tree, str(ROOT),
+                          *(str(WORK / d) for d in work_dirs), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def test_forge_gguf_parameter_is_refused_with_the_message(tmp_path):
-    tree = os.environ.get("SEGRET_FORGE_DIR")
-    python = Path(os.environ.get("SEGRET_FORGE_WORK", ROOT / ".forge-work")).resolve() / "venv" / "bin" / "python"
-    if not tree or not python.exists():
-        pytest.skip("real-Forge tests: set SEGRET_FORGE_DIR and run tests/integration/setup_forge.sh")
-    run = subprocess.run([str(python), str(Path(__file__).with_name("forge_gguf_check.py")), tree, str(ROOT),
-                          str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = forge_check("forge_gguf_check.py", tmp_path)
     assert seen["class"] == "ParameterGGUF" and seen["shape"] == [64, 32]
     assert seen["dequantized_error"] < 0.05  # a real Q8_0 tensor, read back by Forge's code
     assert seen["before"] == "" and seen["after"] == "GGUF / NF4 / FP4 weights"
@@ -40,15 +47,7 @@ def test_forge_gguf_parameter_is_refused_with_the_message(tmp_path):
 
 
 def test_forge_nf4_layer_is_refused_with_the_message(tmp_path):
-    tree = os.environ.get("SEGRET_FORGE_DIR")
-    work = Path(os.environ.get("SEGRET_FORGE_WORK", ROOT / ".forge-work")).resolve()
-    python, bnb = work / "venv" / "bin" / "python", work / "bnb"
-    if not tree or not python.exists() or not bnb.is_dir():
-        pytest.skip("real-Forge tests: set SEGRET_FORGE_DIR and run tests/integration/setup_forge.sh")
-    run = subprocess.run([str(python), str(Path(__file__).with_name("forge_nf4_check.py")), tree, str(ROOT),
-                          str(bnb), str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-2000:]
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = forge_check("forge_nf4_check.py", tmp_path, "bnb")  # bitsandbytes, installed by setup_forge.sh
     # Forge's loader took the file's quant state: a packed uint8 weight, 2 values a byte
     assert seen["class"] == "ForgeParams4bit" and seen["quant_type"] == "nf4", seen
     assert seen["stored"] == ["torch.uint8", 64 * 32 // 2] and "weight.quant_state.bitsandbytes__nf4" in seen["keys"]
