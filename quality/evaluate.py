@@ -28,7 +28,7 @@ from segret_lib.testing.cfg import CFGModel
 from segret_lib.testing.thirdparty import k_diffusion
 
 from .dataset import COLOURS, SHAPES, SIZE
-from .detector import detect, judge, stray_share
+from .detector import detect, grain, judge, stray_share
 from .model import WEIGHTS, ShapesLDM, load
 from .stats import sign_test_p
 
@@ -227,6 +227,7 @@ class Record:
     seg_last: float | None
     stray: float = 0.0
     colours_present: bool = False  # every requested colour drawn (any shape): the neglect signal alone
+    grain: float | None = None  # detector.grain (pixel noise off the edges); None in records made before it
 
 
 def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int,
@@ -261,7 +262,7 @@ def run_pairs(engine: Engine, specs: Sequence[PromptSpec], pairs: Sequence[tuple
             v = judge(detect(img), spec.objects)
             records.append(Record(spec.prompt, int(s), list(v.present), v.all_present,
                                   (all(v.present) if v.binding_testable else None), *seg, stray_share(img),
-                                  all(v.colour_present)))
+                                  all(v.colour_present), grain(img)))
             if images is not None and len(images) < keep_images:
                 images.append(img)
     n = max(len(records), 1)
@@ -296,6 +297,8 @@ def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_i
         "seg_first": float(np.mean(firsts)) if firsts else None,
         "seg_last": float(np.mean(lasts)) if lasts else None,
         "stray_pixels": float(np.mean([r.stray for r in records])) if n else 0.0,
+        "grain": (float(np.mean([r.grain for r in records]))
+                  if n and all(r.grain is not None for r in records) else None),
         "s_per_image": s_per_image,
     }
     if plain is not None:
@@ -315,10 +318,14 @@ def seg_text(s: dict) -> str:
     return f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
 
 
+def _grain_text(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
 def format_table(summaries: dict[str, dict]) -> str:
     head = ("| variant | n | all objects | fixed | broken | p | object recall | colour binding | all colours "
-            "| fixed | broken | p | L_seg first->last | stray px | s/image |")
-    rows = [head, "|" + "---|" * 15]
+            "| fixed | broken | p | L_seg first->last | stray px | grain | s/image |")
+    rows = [head, "|" + "---|" * 16]
     for name, s in summaries.items():
         seg = seg_text(s)
         bind = f"{s['binding_accuracy']:.3f} (n={s['binding_n']})" if s["binding_accuracy"] is not None else "-"
@@ -326,7 +333,7 @@ def format_table(summaries: dict[str, dict]) -> str:
         rows.append(f"| {name} | {s['n']} | {s['all_present']:.3f} | {s.get('fixed', '-')} | {s.get('broken', '-')} "
                     f"| {p} | {s['object_recall']:.3f} | {bind} | {s['all_colours']:.3f} "
                     f"| {s.get('colours_fixed', '-')} | {s.get('colours_broken', '-')} | {cp} | {seg} "
-                    f"| {s['stray_pixels']:.3f} | {s['s_per_image']:.3f} |")
+                    f"| {s['stray_pixels']:.3f} | {_grain_text(s.get('grain'))} | {s['s_per_image']:.3f} |")
     return "\n".join(rows)
 
 

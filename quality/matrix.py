@@ -13,7 +13,8 @@ every prompt (a crossed design, which also reports how much of the variance is s
 
 Per cell and variant: all colours, all objects (colour and shape right), colour binding, fixed/broken image
 pairs, the seed-level test (per-seed mean difference over its prompts; seeds up/down, exact Wilcoxon p), stray
-pixels and s/image. Results are cached per job in --out, so an interrupted run resumes.
+pixels, grain (detector.grain; a cell's artefact criterion) and s/image. Results are cached per job in --out, so an
+interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k]
                                     for k in ("plain", "astar", "astar_steady", "astar_v1", "aae", "both",
                                               "astar_bind")}
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
-            "stray <= plain x 1.1")
+            "stray <= plain x 1.1", "grain <= plain x 1.1")
+"""A cell passes on colours, objects and grain (cells_passing); cells_passing_stray counts it with the issue's
+stray criterion instead of grain. Stray pixels count object outlines as well as noise, so they rise with the
+number of objects drawn (detector.grain, quality/README.md "Stray pixels count outlines")."""
+PASS_WITH_GRAIN, PASS_WITH_STRAY = (CRITERIA[0], CRITERIA[1], CRITERIA[3]), CRITERIA[:3]
+METRICS_VERSION = 2  # in each job's key: version 2 records carry grain, so older cached jobs are not reused
 
 
 def uses_default_rule(changes: dict | None) -> bool:
@@ -103,25 +109,43 @@ def cell_summary(recs: Sequence[Record], plain: Sequence[Record], spi: float, pl
     stray, stray_plain = float(np.mean([r.stray for r in recs])), float(np.mean([base[k].stray for k in base]))
     out["stray"] = {"plain": stray_plain, "value": stray, "seed": seed_test(keyed(recs, lambda r: r.stray),
                                                                             keyed(plain, lambda r: r.stray))}
+    has_grain = all(r.grain is not None for r in (*recs, *plain))
+    if has_grain:
+        g, g_plain = float(np.mean([r.grain for r in recs])), float(np.mean([r.grain for r in plain]))
+        out["grain"] = {"plain": g_plain, "value": g, "seed": seed_test(keyed(recs, lambda r: r.grain),
+                                                                        keyed(plain, lambda r: r.grain))}
     c, o = out["colours"], out["objects"]
     out["passes"] = {
         CRITERIA[0]: c["fixed"] >= c["broken"],
         CRITERIA[1]: (o["broken"] - o["fixed"] <= 0.02 * n) or o["seed"]["wilcoxon_p"] > 0.2,
         CRITERIA[2]: stray <= stray_plain * 1.1 + 1e-9,
     }
+    if has_grain:
+        out["passes"][CRITERIA[3]] = out["grain"]["value"] <= out["grain"]["plain"] * 1.1 + 1e-9
     return out
+
+
+def passes(row: dict, criteria: Sequence[str] = PASS_WITH_GRAIN) -> bool:
+    """Whether a cell's row meets these criteria; without grain (older records) the stray criterion stands in."""
+    keys = [k for k in criteria if k in row["passes"]]
+    if CRITERIA[3] in criteria and CRITERIA[3] not in row["passes"]:
+        keys.append(CRITERIA[2])
+    return all(row["passes"][k] for k in keys)
 
 
 def pooled(cells: dict[str, dict[str, dict]], variant: str) -> dict:
     """A variant's totals over every cell of the matrix (pair counts summed; rates averaged over images)."""
     rows = [c[variant] for c in cells.values() if variant in c]
     n = sum(r["n"] for r in rows)
-    out = {"cells": len(rows), "n": n, "cells_passing": sum(all(r["passes"].values()) for r in rows)}
+    out = {"cells": len(rows), "n": n, "cells_passing": sum(passes(r) for r in rows),
+           "cells_passing_stray": sum(passes(r, PASS_WITH_STRAY) for r in rows)}
     for name in ("colours", "objects"):
         f, b = sum(r[name]["fixed"] for r in rows), sum(r[name]["broken"] for r in rows)
         out[name] = {"plain": sum(r[name]["plain"] * r["n"] for r in rows) / max(n, 1),
                      "value": sum(r[name]["value"] * r["n"] for r in rows) / max(n, 1), "fixed": f, "broken": b}
     out["stray"] = {k: sum(r["stray"][k] * r["n"] for r in rows) / max(n, 1) for k in ("plain", "value")}
+    if rows and all("grain" in r for r in rows):
+        out["grain"] = {k: sum(r["grain"][k] * r["n"] for r in rows) / max(n, 1) for k in ("plain", "value")}
     out["s_per_image"] = sum(r["s_per_image"] * r["n"] for r in rows) / max(n, 1)
     out["plain_s_per_image"] = sum(r["plain_s_per_image"] * r["n"] for r in rows) / max(n, 1)
     return out
@@ -133,8 +157,12 @@ def pooled_seed_tests(raw: dict[str, dict[str, tuple[list[Record], float]]], var
     (the seeds are the same in every cell, so a seed is one unit however many cells it appears in), against
     plain or another variant (base)."""
     out = {}
-    for name, get in (("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present),
-                      ("stray", lambda r: r.stray)):
+    metrics = [("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present),
+               ("stray", lambda r: r.stray)]
+    if all(r.grain is not None for by in raw.values() for name in (variant, base) if name in by
+           for r in by[name][0]):
+        metrics.append(("grain", lambda r: r.grain))
+    for name, get in metrics:
         v, p = {}, {}
         for cell, by_variant in raw.items():
             if variant not in by_variant or base not in by_variant:
@@ -150,39 +178,50 @@ def pooled_seed_tests(raw: dict[str, dict[str, tuple[list[Record], float]]], var
 
 
 def compact_table(cells: dict[str, dict[str, dict]], variants: Sequence[str], pooled_rows: dict) -> str:
-    """One row per cell, one column group per variant: all colours and all objects fixed/broken, stray (plain
-    first), and whether the cell passes (✓) or which criteria fail (c, o, s)."""
+    """One row per cell, one column group per variant: all colours and all objects fixed/broken, stray and grain
+    (plain first), and whether the cell passes on colours, objects and grain (✓) or which criteria fail (c, o, s
+    for stray, g for grain; a cell marked ✓s passes with grain and fails the stray criterion)."""
     shown = [v for v in variants if v != "plain"]
-    head = "| cell | plain colours / objects / stray | " + " | ".join(
-        f"{v}: colours f/b, objects f/b, stray" for v in shown) + " |"
+    head = "| cell | plain colours / objects / stray / grain | " + " | ".join(
+        f"{v}: colours f/b, objects f/b, stray, grain" for v in shown) + " |"
     out = [head, "|" + "---|" * (2 + len(shown))]
     for cell, by_variant in cells.items():
         first = next(iter(by_variant.values()))
         row = [cell, f"{first['colours']['plain']:.2f} / {first['objects']['plain']:.2f} / "
-                     f"{first['stray']['plain']:.3f}"]
+                     f"{first['stray']['plain']:.3f} / {_grain(first, 'plain')}"]
         for v in shown:
             r = by_variant.get(v)
             if r is None:
                 row.append("")
                 continue
-            fails = "".join(tag for tag, ok in zip("cos", r["passes"].values(), strict=True) if not ok)
+            tags = dict(zip(CRITERIA, "cosg", strict=True))
+            failed = [tags[k] for k, ok in r["passes"].items() if not ok]
+            with_grain = CRITERIA[3] in r["passes"]
+            main = "".join(t for t in failed if t != "s" or not with_grain)
+            mark = ("✓" if not main else "✗" + main) + ("s" if with_grain and "s" in failed else "")
             row.append(f"{r['colours']['fixed']}/{r['colours']['broken']}, {r['objects']['fixed']}/"
-                       f"{r['objects']['broken']}, {r['stray']['value']:.3f} {'✓' if not fails else '✗' + fails}")
+                       f"{r['objects']['broken']}, {r['stray']['value']:.3f}, {_grain(r, 'value')} {mark}")
         out.append("| " + " | ".join(row) + " |")
     row = ["**pooled**", ""]
     for v in shown:
         r = pooled_rows[v]
+        g = f"{r['grain']['value']:.4f}" if "grain" in r else "-"
         row.append(f"{r['colours']['fixed']}/{r['colours']['broken']}, {r['objects']['fixed']}/"
-                   f"{r['objects']['broken']}, {r['stray']['value']:.3f} ({r['cells_passing']}/{r['cells']} ✓)")
+                   f"{r['objects']['broken']}, {r['stray']['value']:.3f}, {g} ({r['cells_passing']}/{r['cells']} ✓; "
+                   f"{r['cells_passing_stray']}/{r['cells']} with stray)")
     out.append("| " + " | ".join(row) + " |")
     return "\n".join(out)
+
+
+def _grain(row: dict, key: str) -> str:
+    return f"{row['grain'][key]:.4f}" if "grain" in row else "-"
 
 
 def versus_text(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: str, base: str) -> str:
     """One variant against another (not plain), pooled over the matrix and per concept count: rates, image
     pairs fixed/broken, the seed-level test (seeds up/down, Wilcoxon p)."""
-    out = [f"| {variant} vs {base} | n | all colours | all objects | stray | seeds up/down (colours; objects; "
-           "stray), Wilcoxon p |", "|---|---|---|---|---|---|"]
+    out = [f"| {variant} vs {base} | n | all colours | all objects | stray | grain | seeds up/down (colours; "
+           "objects; stray; grain), Wilcoxon p |", "|---|---|---|---|---|---|---|"]
     counts = sorted({cell.split(" objects")[0] for cell in raw}, key=lambda c: (len(c), c))
     for subset in ("all", *counts):
         sub = {c: r for c, r in raw.items() if subset == "all" or c.split(" objects")[0] == subset}
@@ -198,11 +237,17 @@ def versus_text(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: 
                         f"({fixed}/{broken})")
         cols.append(f"{np.mean([b.stray for _, b in pairs]):.3f}->{np.mean([a.stray for a, _ in pairs]):.3f}")
         t = pooled_seed_tests(sub, variant, base)
-        tests = "; ".join(f"{t[k]['seeds_up']}/{t[k]['seeds_down']} p={t[k]['wilcoxon_p']:.2g}"
-                          for k in ("colours", "objects", "stray"))
+        cols.append(f"{np.mean([b.grain for _, b in pairs]):.4f}->{np.mean([a.grain for a, _ in pairs]):.4f}"
+                    if "grain" in t else "-")
+        tests = _tests_text(t)
         label = "all cells" if subset == "all" else f"{subset} objects"
         out.append(f"| {label} | {len(pairs)} | {' | '.join(cols)} | {tests} |")
     return "\n".join(out)
+
+
+def _tests_text(t: dict) -> str:
+    return "; ".join(f"{t[k]['seeds_up']}/{t[k]['seeds_down']} p={t[k]['wilcoxon_p']:.2g}" if k in t else "-"
+                     for k in ("colours", "objects", "stray", "grain"))
 
 
 def _paired(recs: Sequence[Record], base: Sequence[Record]) -> list[tuple[Record, Record]]:
@@ -212,16 +257,15 @@ def _paired(recs: Sequence[Record], base: Sequence[Record]) -> list[tuple[Record
 
 def pooled_seed_text(pooled_rows: dict) -> str:
     """The whole matrix per variant, tested over seeds: mean difference per seed, seeds up/down, Wilcoxon p."""
-    out = ["| variant | n | all colours | all objects | stray | seeds up/down (colours; objects; stray), "
-           "Wilcoxon p | s/image plain, variant |", "|---|---|---|---|---|---|---|"]
+    out = ["| variant | n | all colours | all objects | stray | grain | seeds up/down (colours; objects; stray; "
+           "grain), Wilcoxon p | s/image plain, variant |", "|---|---|---|---|---|---|---|---|"]
     for v, r in pooled_rows.items():
-        t = r["seed"]
-        tests = "; ".join(f"{t[k]['seeds_up']}/{t[k]['seeds_down']} p={t[k]['wilcoxon_p']:.2g}"
-                          for k in ("colours", "objects", "stray"))
+        tests = _tests_text(r["seed"])
+        g = f"{r['grain']['plain']:.4f}->{r['grain']['value']:.4f}" if "grain" in r else "-"
         out.append(f"| {v} | {r['n']} | {r['colours']['plain']:.3f}->{r['colours']['value']:.3f} "
                    f"({r['colours']['fixed']}/{r['colours']['broken']}) | {r['objects']['plain']:.3f}->"
                    f"{r['objects']['value']:.3f} ({r['objects']['fixed']}/{r['objects']['broken']}) | "
-                   f"{r['stray']['plain']:.3f}->{r['stray']['value']:.3f} | {tests} | "
+                   f"{r['stray']['plain']:.3f}->{r['stray']['value']:.3f} | {g} | {tests} | "
                    f"{r['plain_s_per_image']:.3f}, {r['s_per_image']:.3f} |")
     return "\n".join(out)
 
@@ -240,9 +284,9 @@ def format_tables(cells: dict[str, dict[str, dict]], variants: Sequence[str]) ->
             continue
         out.append(f"\n#### {v}\n")
         out.append(f"| cell | n (seeds x prompts) | all colours plain->{v} (fixed/broken; seeds up/down, p) "
-                   f"| all objects plain->{v} (fixed/broken; seeds up/down, p) | colour binding | stray px "
+                   f"| all objects plain->{v} (fixed/broken; seeds up/down, p) | colour binding | stray px | grain "
                    f"| s/image plain, {v} | passes |")
-        out.append("|---|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         for cell, by_variant in cells.items():
             r = by_variant.get(v)
             if r is None:
@@ -250,19 +294,22 @@ def format_tables(cells: dict[str, dict[str, dict]], variants: Sequence[str]) ->
             b = r["binding"]
             bind = (f"{b['plain']:.3f}->{b['value']:.3f}" if b["plain"] is not None and b["value"] is not None
                     else "-")
-            fails = [k for k, ok in r["passes"].items() if not ok]
+            ok = passes(r)
+            fails = [] if ok else [k for k, good in r["passes"].items() if not good]
+            note = " (stray above plain + 10 %)" if ok and not r["passes"][CRITERIA[2]] else ""
             out.append(f"| {cell} | {r['n']} ({r['seeds']} x {r['n'] // max(r['seeds'], 1)}) "
                        f"| {_fmt_metric(r['colours'])} | {_fmt_metric(r['objects'])} | {bind} "
                        f"| {r['stray']['plain']:.3f}->{r['stray']['value']:.3f} "
+                       f"| {_grain(r, 'plain')}->{_grain(r, 'value')} "
                        f"| {r['plain_s_per_image']:.3f}, {r['s_per_image']:.3f} "
-                       f"| {'yes' if not fails else 'no: ' + '; '.join(fails)} |")
+                       f"| {('yes' + note) if not fails else 'no: ' + '; '.join(fails)} |")
         p = pooled(cells, v)
         c, o = p["colours"], p["objects"]
         out.append(f"| **pooled** | {p['n']} | {c['plain']:.3f}->{c['value']:.3f} ({c['fixed']}/{c['broken']}) "
                    f"| {o['plain']:.3f}->{o['value']:.3f} ({o['fixed']}/{o['broken']}) | | "
-                   f"{p['stray']['plain']:.3f}->{p['stray']['value']:.3f} "
+                   f"{p['stray']['plain']:.3f}->{p['stray']['value']:.3f} | {_grain(p, 'plain')}->{_grain(p, 'value')} "
                    f"| {p['plain_s_per_image']:.3f}, {p['s_per_image']:.3f} "
-                   f"| {p['cells_passing']}/{p['cells']} cells |")
+                   f"| {p['cells_passing']}/{p['cells']} cells ({p['cells_passing_stray']} with stray) |")
     return "\n".join(out)
 
 
@@ -334,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "rules": {k: v for k, v in rules.items() if changes and changes.get("step_rule") == k}}
                     if args.noise != "raw":  # raw: the key of the jobs cached before the noise fix
                         job["noise"] = args.noise
+                    job["metrics"] = METRICS_VERSION
                     if uses_default_rule(changes):  # the cache follows a change of the default rule
                         job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
                         if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:  # ... and of binding's default
@@ -397,8 +445,11 @@ def _variance(raw: dict, variants: Sequence[str]) -> dict:
         for v in variants:
             if v == "plain" or v not in by:
                 continue
-            for metric, get in (("all colours", lambda r: r.colours_present), ("all objects", lambda r: r.all_present),
-                                ("stray", lambda r: r.stray)):
+            metrics = [("all colours", lambda r: r.colours_present), ("all objects", lambda r: r.all_present),
+                       ("stray", lambda r: r.stray)]
+            if all(r.grain is not None for r in (*plain, *by[v][0])):
+                metrics.append(("grain", lambda r: r.grain))
+            for metric, get in metrics:
                 values = {("plain", r.prompt, r.seed): float(get(r)) for r in plain}
                 values.update({(v, r.prompt, r.seed): float(get(r)) for r in by[v][0]})
                 out[f"{cell} | {v} | {metric}"] = variance_shares(values)

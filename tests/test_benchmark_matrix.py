@@ -181,7 +181,8 @@ def test_matrix_command_runs_a_tiny_matrix(tmp_path, capsys):
     assert saved["pooled"]["astar"]["n"] == 2 * n
     # the whole matrix tested over seeds: each of the 3 seeds is one unit across both cells
     pooled_seed = saved["pooled"]["astar"]["seed"]
-    assert set(pooled_seed) == {"colours", "objects", "stray"}
+    assert set(pooled_seed) == {"colours", "objects", "stray", "grain"}
+    assert {"grain", "cells_passing_stray"} <= set(saved["pooled"]["astar"])
     assert all(t["seeds"] == 3 and t["seeds_up"] + t["seeds_down"] <= 3 for t in pooled_seed.values())
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("| 3 objects, ") == 2 and "**pooled**" in summary and "| mine |" in summary
@@ -197,6 +198,31 @@ def test_matrix_command_runs_a_tiny_matrix(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| astar_bind vs astar |" in text and "| all cells | 3 |" in text and "| 3 objects | 3 |" in text
     assert all(t["seeds"] == 3 for t in report["versus"]["seed"].values())
+
+
+def test_grain_follows_noise_not_the_number_of_objects():
+    from quality.detector import grain_calibration
+
+    table = grain_calibration(noise=(0.0, 0.02, 0.05), counts=(1, 3), scenes=12)
+    for n in (1, 3):
+        assert table[(n, 0.0)] < 0.002 < table[(n, 0.02)] < table[(n, 0.05)]
+        assert table[(n, 0.05)] == pytest.approx(0.85 * 0.05, rel=0.1)
+    assert table[(3, 0.05)] == pytest.approx(table[(1, 0.05)], rel=0.05)  # three objects read as one does
+
+
+def test_cells_of_records_without_grain_fall_back_to_stray():
+    from quality.evaluate import Record
+
+    def recs(stray, grain=None):
+        return [Record(f"p{i}", s, [True], True, True, None, None, stray, True, grain)
+                for i in range(2) for s in range(4)]
+
+    old = matrix.cell_summary(recs(0.05), recs(0.04), 0.1, 0.1)  # records made before grain: stray decides
+    assert "grain" not in old and not matrix.passes(old) and not matrix.passes(old, matrix.PASS_WITH_STRAY)
+    new = matrix.cell_summary(recs(0.05, 0.010), recs(0.04, 0.010), 0.1, 0.1)  # outlines up, noise the same
+    assert matrix.passes(new) and not matrix.passes(new, matrix.PASS_WITH_STRAY)
+    grainy = matrix.cell_summary(recs(0.04, 0.012), recs(0.04, 0.010), 0.1, 0.1)
+    assert not matrix.passes(grainy) and matrix.passes(grainy, matrix.PASS_WITH_STRAY)
 
 
 def test_timing_prints_interleaved_ratios(capsys):
