@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict | None] = {
     "both": {"method": "both"},  # A-STAR's two losses plus Attend-and-Excite's, A-STAR's schedule
     "astar_steady": {"step_rule": "steady"},  # A-STAR's default rule before "early": steady on every step
     "astar_bind": {"bind_weight": BIND_WEIGHT},  # A-STAR with attribute binding (engine/binding.py), tuned weight
+    "both_quarter": {"method": "both", "excite_weight": 0.25},  # Both with a quarter of A&E's term
 }
 SAMPLERS = ("euler", "euler_a", "dpmpp_2m_k", "ddim")
 """Euler, Euler a (ancestral, eta 1), DPM++ 2M on Karras sigmas (the WebUI's "DPM++ 2M Karras") and DDIM (eta 0):

@@ -41,7 +41,7 @@ PROMPTS = Path(__file__).resolve().parent / "prompts"
 FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000}
 VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k]
                                     for k in ("plain", "astar", "astar_steady", "astar_v1", "aae", "both",
-                                              "astar_bind")}
+                                              "astar_bind", "both_quarter")}
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
             "stray <= plain x 1.1", "grain <= plain x 1.1")
 """A cell passes on colours, objects and grain (cells_passing); cells_passing_stray counts it with the issue's

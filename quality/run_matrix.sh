@@ -8,12 +8,12 @@ PY=.venv/bin/python
 SAMPLERS=euler,euler_a,dpmpp_2m_k,ddim
 # the report matrix with grain (records carry detector.grain; today's defaults, step size 45, binding, A&E, Both)
 $PY -m quality.matrix --family report --counts 3,4,3n --samplers $SAMPLERS --steps 10,25,50 --seeds 32 \
-    --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind" --versus astar_bind:astar --jobs 2 \
-    --out quality/results/matrix_report_grain
+    --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind,both_quarter" --versus astar_bind:astar \
+    --jobs 2 --out quality/results/matrix_report_grain
 # held-out prompt sets with grain (2, 3 and 4 objects; seeds 5000+), the samplers users run most, 25 steps
 $PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2m_k --steps 25 --seeds 32 \
-    --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind" --versus astar_bind:astar --jobs 2 \
-    --out quality/results/matrix_heldout_grain
+    --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind,both_quarter" --versus astar_bind:astar \
+    --jobs 2 --out quality/results/matrix_heldout_grain
 # the failing three-object cells again on 64 fresh seeds (100-163)
 $PY -m quality.matrix --family report --counts 3 --samplers dpmpp_2m_k,euler --steps 10,25 --seeds 64 \
     --seed-offset 100 --per-seed 2 --variants astar --jobs 2 --out quality/results/matrix_report3_seeds100

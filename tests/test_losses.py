@@ -13,6 +13,7 @@ from segret_lib.engine.losses import (
     segregation_loss,
 )
 from segret_lib.engine.tokens import ConceptTokens
+from segret_lib.settings.params import ParamError, SegretParams
 
 
 def method_loss(method, maps, prev_masks, seg_weight=1.0, ret_weight=1.0):
@@ -151,3 +152,46 @@ def test_method_loss_combines_the_terms():
     both, parts = method_loss("both", a, masks, 1.0, 2.0)
     assert set(parts) == {"seg", "ret", "aae"}
     assert both.item() == pytest.approx(astar.item() + aae.item())
+    quarter, parts = loss_terms("both", a, masks, 1.0, 2.0, excite_weight=0.25)
+    assert quarter.item() == pytest.approx(astar.item() + 0.25 * aae.item())
+    assert float(parts["aae"]) == pytest.approx(aae.item())  # the term is reported unweighted
+    alone, _ = loss_terms("astar", a, masks, 1.0, 2.0, excite_weight=0.25)  # A-STAR has no excite term
+    assert alone.item() == pytest.approx(astar.item())
+
+
+def test_excite_weight_setting_infotext_and_old_infotexts():
+    p = SegretParams.create(enabled=True, concepts="cat, dog", method="both")
+    assert p.excite_weight == 1.0 and "A-STAR excite weight" not in p.to_infotext()  # the default: not written
+    q = p.replace(excite_weight=0.25)
+    info = q.to_infotext()
+    assert info["A-STAR excite weight"] == "0.25"
+    assert SegretParams.from_infotext(info).excite_weight == 0.25
+    old = {k: v for k, v in info.items() if k != "A-STAR excite weight"}  # a Both infotext from before
+    assert SegretParams.from_infotext(old).excite_weight == 1.0
+    with pytest.raises(ParamError, match="excite_weight"):
+        SegretParams.create(excite_weight=-0.5)
+
+
+def test_excite_weight_through_the_fake_host_api_and_paste():
+    from modules import infotext_utils
+    from modules.api import api
+
+    from tests.webui_host import Host
+
+    host = Host("sd1")
+    prompt, base = "a cat and a dog", {"concepts": "cat, dog", "method": "both"}
+
+    def run(**extra):
+        _, res = host.txt2img(prompt=prompt, script_args=api.init_script_args(
+            {"A-STAR": {"args": [{**base, **extra}]}}, host.runner), steps=3)
+        return torch.stack(res.latents), infotext_utils.parse_generation_parameters(res.infotexts[0])
+
+    full, info_full = run()
+    same, _ = run(excite_weight=1.0)
+    quarter, info = run(excite_weight=0.25)
+    assert torch.equal(full, same) and "A-STAR excite weight" not in info_full
+    assert (quarter - full).abs().max() > 1e-5 and info["A-STAR excite weight"] == "0.25"
+    pasted = SegretParams.from_infotext(info)
+    assert pasted.excite_weight == 0.25 and pasted.method == "both"
+    again, _ = run(excite_weight=pasted.excite_weight, step_rule=pasted.step_rule)
+    assert torch.equal(again, quarter)

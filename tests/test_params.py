@@ -163,7 +163,7 @@ def test_old_positional_lists_keep_their_meaning():
                               "threshold_mode", "threshold", "iterative", "show_maps", "hires", "low_vram")
     assert UI_FIELDS[12] == "method"
     assert UI_FIELDS[13:18] == ("layout", "layout_strength", "layout_exclusive", "maps_view", "step_rule")
-    assert UI_FIELDS[18:] == ("bind_weight",)  # added after the step rule, at the end
+    assert UI_FIELDS[18:] == ("bind_weight", "excite_weight")  # added after the step rule, at the end
     p = params_from_args(OLD_UI_VALUES)
     assert p.method == "astar" and p.iterative is False
     assert p.step_rule == "early" and p.step_size == 20.0  # no rule in the list: the method's ("auto")

@@ -644,7 +644,7 @@ def test_expert_controls_sit_in_a_closed_advanced_group(host):
             block = getattr(block, "parent", None)
         return out
 
-    advanced = {"seg_weight", "ret_weight", "bind_weight", "threshold_mode",
+    advanced = {"seg_weight", "ret_weight", "bind_weight", "excite_weight", "threshold_mode",
                 "threshold", "step_rule", "last_step", "iterative",
                 "hires", "low_vram", "maps_view"}
     for name, control in controls.items():

@@ -111,19 +111,20 @@ def in_box_fraction(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- loss
 def layout_terms(method: str, maps: torch.Tensor, prev_masks: torch.Tensor | None, target: LayoutTarget,
                  seg_weight: float, ret_weight: float, strength: float, normalise: bool = False,
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 excite_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The method's loss of one image with a layout, and its terms as tensors on the maps' device.
     normalise (step rules "balanced" and "steady"): L_seg as a mean over the pairs, and the free concepts'
     L_ret divided by the number of all concepts, so each concept weighs in as it does without a layout; the box
     terms are unchanged.
 
-    Segregation and Attend-and-Excite terms as without a layout. Retention (Eq. 3): concepts without a box
-    against the previous step's mask with ret_weight (A-STAR, Both); boxed concepts against their box with
-    `strength`, with every method and from the first step on. Exclusive: plus `strength` times the sum over
-    concepts of each one's share of map mass in the other concepts' boxes (outside its own). Terms: 'seg',
+    Segregation and Attend-and-Excite terms (the latter times excite_weight in Both) as without a layout.
+    Retention (Eq. 3): concepts without a box against the previous step's mask with ret_weight (A-STAR, Both);
+    boxed concepts against their box with `strength`, with every method and from the first step on. Exclusive:
+    plus `strength` times the sum over concepts of each one's share of map mass in the other concepts' boxes
+    (outside its own). Terms: 'seg',
     'ret', 'aae' as usual, 'layout' (the box retention term), 'inbox' (the boxed concepts' mean in-box share),
     'outside' (exclusive term). Which concepts are boxed is known on the host: nothing is read back."""
-    loss, terms = loss_terms(method, maps, None, seg_weight, ret_weight, normalise)
+    loss, terms = loss_terms(method, maps, None, seg_weight, ret_weight, normalise, excite_weight)
     boxed_flags = target.boxed.tolist()  # kept on the CPU (LayoutTarget.to)
     boxed = [i for i, b in enumerate(boxed_flags) if b]
     free = [i for i, b in enumerate(boxed_flags) if not b]

@@ -82,11 +82,13 @@ def loss_terms(
     seg_weight: float = 1.0,
     ret_weight: float = 1.0,
     normalise: bool = False,
+    excite_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of a method for one image and its terms, all as tensors on the maps' device (nothing is read
     back): 'astar' Eq. 4 (L_ret skipped without a mask: the first step), 'aae' the Attend-and-Excite loss,
-    'both' their sum. normalise (step rules "balanced" and "steady"): the loss takes L_seg as a mean over the
-    concept pairs and L_ret as a mean over the concepts; the terms reported stay the sums of Eq. 2 and 3."""
+    'both' their sum, Attend-and-Excite's term times excite_weight. normalise (step rules "balanced" and
+    "steady"): the loss takes L_seg as a mean over the concept pairs and L_ret as a mean over the concepts; the
+    terms reported stay the sums of Eq. 2 and 3 (and the unweighted excite term)."""
     terms: dict[str, torch.Tensor] = {}
     if method == "aae":
         loss = excite_loss(maps)
@@ -103,7 +105,7 @@ def loss_terms(
         terms["ret"] = ret.detach()
     if method == "both":
         aae = excite_loss(maps)
-        loss = loss + aae
+        loss = loss + excite_weight * aae
         terms["aae"] = aae.detach()
     return loss, terms
 

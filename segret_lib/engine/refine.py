@@ -84,9 +84,10 @@ class Refiner:
                 mask = None  # concepts changed between passes (e.g. a hires prompt): no retention this step
             if isinstance(target, LayoutTarget) and target.shape == m.shape:  # boxes (layout.py)
                 loss, image_terms = layout_terms(p.method, m, mask, target, p.seg_weight, p.ret_weight,
-                                                 p.layout_strength, normalise)
+                                                 p.layout_strength, normalise, p.excite_weight)
             else:
-                loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight, normalise)
+                loss, image_terms = loss_terms(p.method, m, mask, p.seg_weight, p.ret_weight, normalise,
+                                               p.excite_weight)
             bind = binding_loss(w, normalise) if p.bind_weight else None
             if bind is not None:
                 loss = loss + p.bind_weight * bind

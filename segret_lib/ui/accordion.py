@@ -28,7 +28,7 @@ TIPS = SETTINGS.tips()
 # Where the accordion puts the controls: each tuple is one line (a gr.Row when it holds more than one). A setting
 # with a control that is not named here goes on its own line at the end of its Control.group.
 MAIN_LINES = (("step_size", "show_maps"),)
-ADVANCED_LINES = (("seg_weight", "ret_weight", "bind_weight"), ("threshold_mode", "threshold"),
+ADVANCED_LINES = (("seg_weight", "ret_weight", "bind_weight"), ("excite_weight",), ("threshold_mode", "threshold"),
                   ("step_rule", "last_step"), ("iterative", "hires", "low_vram"), ("maps_view",))
 LAYOUT_LINES = (("layout",), ("layout_strength", "layout_exclusive"))
 _HEADER = ("enabled", "concepts", "method")

@@ -124,6 +124,25 @@ def test_attribute_binding_through_the_api_writes_and_reproduces_its_infotext(we
     assert again["pixels"][0] == on["pixels"][0]
 
 
+def test_excite_weight_in_both_through_the_api_writes_and_reproduces_its_infotext(webui):
+    """excite_weight (Both's weight of Attend-and-Excite's term) in the API dict: 1, the default, writes no key;
+    0.25 changes the image, is written, and the request rebuilt from the infotext gives the same pixels."""
+    prompt = "a photo of a cat and a dog"
+
+    def run(**args):
+        res = webui.txt2img(**request(prompt=prompt, alwayson_scripts={
+            "A-STAR": {"args": [{"concepts": "cat, dog", "method": "both", "step_rule": "steady", **args}]}}))
+        return res, params(res)
+
+    full, info_full = run()
+    assert "A-STAR excite weight" not in info_full and info_full["A-STAR method"] == "Both", info_full
+    quarter, info = run(excite_weight=0.25)
+    assert info["A-STAR excite weight"] == "0.25" and "A-STAR warnings" not in info, info
+    assert quarter["pixels"][0] != full["pixels"][0]
+    again, _ = run(excite_weight=float(info["A-STAR excite weight"]))
+    assert again["pixels"][0] == quarter["pixels"][0]
+
+
 @pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "DDIM CFG++"])
 @pytest.mark.parametrize("steps", [4, 8, 20])
 def test_timestep_samplers_refine_every_step_they_run(webui, sampler, steps):
