@@ -14,6 +14,9 @@ $PY -m quality.matrix --family report --counts 3,4,3n --samplers $SAMPLERS --ste
 $PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2m_k --steps 25 --seeds 32 \
     --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind,both_quarter" --versus astar_bind:astar \
     --jobs 2 --out quality/results/matrix_heldout_grain
+# the crossed cell with grain (variance shares of seed, prompt and method)
+$PY -m quality.matrix --family report --counts 4 --samplers euler --steps 10 --seeds 32 --per-seed 0 \
+    --variants astar,aae --jobs 2 --out quality/results/matrix_crossed_grain
 # the failing three-object cells again on 64 fresh seeds (100-163)
 $PY -m quality.matrix --family report --counts 3 --samplers dpmpp_2m_k,euler --steps 10,25 --seeds 64 \
     --seed-offset 100 --per-seed 2 --variants astar --jobs 2 --out quality/results/matrix_report3_seeds100
