@@ -231,6 +231,16 @@ class Record:
     grain: float | None = None  # detector.grain (pixel noise off the edges); None in records made before it
 
 
+def has_grain(records: Sequence[Record]) -> bool:
+    """Whether every record carries grain (records made before it have None)."""
+    return all(r.grain is not None for r in records)
+
+
+def grain_text(value: float | None) -> str:
+    """A grain value for a table, "-" when the records had none."""
+    return f"{value:.4f}" if value is not None else "-"
+
+
 def run_variant(engine: Engine, specs: Sequence[PromptSpec], seeds: Sequence[int], sampler: str, steps: int,
                 cfg: float, changes: dict | None, base: dict, batch: int = 128,
                 keep_images: int = 0) -> tuple[list[Record], float, list[np.ndarray]]:
@@ -298,8 +308,7 @@ def summarize(records: Sequence[Record], plain: Sequence[Record] | None, s_per_i
         "seg_first": float(np.mean(firsts)) if firsts else None,
         "seg_last": float(np.mean(lasts)) if lasts else None,
         "stray_pixels": float(np.mean([r.stray for r in records])) if n else 0.0,
-        "grain": (float(np.mean([r.grain for r in records]))
-                  if n and all(r.grain is not None for r in records) else None),
+        "grain": float(np.mean([r.grain for r in records])) if n and has_grain(records) else None,
         "s_per_image": s_per_image,
     }
     if plain is not None:
@@ -319,10 +328,6 @@ def seg_text(s: dict) -> str:
     return f"{s['seg_first']:.3f}->{s['seg_last']:.3f}" if s["seg_first"] is not None else "-"
 
 
-def _grain_text(value: float | None) -> str:
-    return f"{value:.4f}" if value is not None else "-"
-
-
 def format_table(summaries: dict[str, dict]) -> str:
     head = ("| variant | n | all objects | fixed | broken | p | object recall | colour binding | all colours "
             "| fixed | broken | p | L_seg first->last | stray px | grain | s/image |")
@@ -334,7 +339,7 @@ def format_table(summaries: dict[str, dict]) -> str:
         rows.append(f"| {name} | {s['n']} | {s['all_present']:.3f} | {s.get('fixed', '-')} | {s.get('broken', '-')} "
                     f"| {p} | {s['object_recall']:.3f} | {bind} | {s['all_colours']:.3f} "
                     f"| {s.get('colours_fixed', '-')} | {s.get('colours_broken', '-')} | {cp} | {seg} "
-                    f"| {s['stray_pixels']:.3f} | {_grain_text(s.get('grain'))} | {s['s_per_image']:.3f} |")
+                    f"| {s['stray_pixels']:.3f} | {grain_text(s.get('grain'))} | {s['s_per_image']:.3f} |")
     return "\n".join(rows)
 
 

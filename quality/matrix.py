@@ -24,7 +24,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import numpy as np
 from segret_lib.engine.step_rule import RULES, StepRule, register
 from segret_lib.settings.params import ASTAR_BIND_WEIGHT, ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
 
-from .evaluate import NOISES, SAMPLERS, Record, read_prompts
+from .evaluate import NOISES, SAMPLERS, Record, grain_text, has_grain, read_prompts
 from .evaluate import VARIANTS as EVALUATE_VARIANTS
 from .stats import keyed, seed_test, sign_test_p, variance_shares
 
@@ -49,6 +49,16 @@ stray criterion instead of grain. Stray pixels count object outlines as well as 
 number of objects drawn (detector.grain, quality/README.md "Stray pixels count outlines")."""
 PASS_WITH_GRAIN, PASS_WITH_STRAY = (CRITERIA[0], CRITERIA[1], CRITERIA[3]), CRITERIA[:3]
 METRICS_VERSION = 2  # in each job's key: version 2 records carry grain, so older cached jobs are not reused
+
+
+def outcome_metrics(records: Sequence[Record]) -> list[tuple[str, Callable[[Record], float]]]:
+    """The outcomes tested over seeds and split into variance shares: colours, objects, stray, and grain when
+    every one of `records` carries it."""
+    metrics: list[tuple[str, Callable[[Record], float]]] = [
+        ("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present), ("stray", lambda r: r.stray)]
+    if has_grain(records):
+        metrics.append(("grain", lambda r: r.grain))
+    return metrics
 
 
 def uses_default_rule(changes: dict | None) -> bool:
@@ -109,8 +119,8 @@ def cell_summary(recs: Sequence[Record], plain: Sequence[Record], spi: float, pl
     stray, stray_plain = float(np.mean([r.stray for r in recs])), float(np.mean([base[k].stray for k in base]))
     out["stray"] = {"plain": stray_plain, "value": stray, "seed": seed_test(keyed(recs, lambda r: r.stray),
                                                                             keyed(plain, lambda r: r.stray))}
-    has_grain = all(r.grain is not None for r in (*recs, *plain))
-    if has_grain:
+    with_grain = has_grain([*recs, *plain])
+    if with_grain:
         g, g_plain = float(np.mean([r.grain for r in recs])), float(np.mean([r.grain for r in plain]))
         out["grain"] = {"plain": g_plain, "value": g, "seed": seed_test(keyed(recs, lambda r: r.grain),
                                                                         keyed(plain, lambda r: r.grain))}
@@ -120,7 +130,7 @@ def cell_summary(recs: Sequence[Record], plain: Sequence[Record], spi: float, pl
         CRITERIA[1]: (o["broken"] - o["fixed"] <= 0.02 * n) or o["seed"]["wilcoxon_p"] > 0.2,
         CRITERIA[2]: stray <= stray_plain * 1.1 + 1e-9,
     }
-    if has_grain:
+    if with_grain:
         out["passes"][CRITERIA[3]] = out["grain"]["value"] <= out["grain"]["plain"] * 1.1 + 1e-9
     return out
 
@@ -157,12 +167,8 @@ def pooled_seed_tests(raw: dict[str, dict[str, tuple[list[Record], float]]], var
     (the seeds are the same in every cell, so a seed is one unit however many cells it appears in), against
     plain or another variant (base)."""
     out = {}
-    metrics = [("colours", lambda r: r.colours_present), ("objects", lambda r: r.all_present),
-               ("stray", lambda r: r.stray)]
-    if all(r.grain is not None for by in raw.values() for name in (variant, base) if name in by
-           for r in by[name][0]):
-        metrics.append(("grain", lambda r: r.grain))
-    for name, get in metrics:
+    compared = [r for by in raw.values() for key in (variant, base) if key in by for r in by[key][0]]
+    for name, get in outcome_metrics(compared):
         v, p = {}, {}
         for cell, by_variant in raw.items():
             if variant not in by_variant or base not in by_variant:
@@ -205,16 +211,16 @@ def compact_table(cells: dict[str, dict[str, dict]], variants: Sequence[str], po
     row = ["**pooled**", ""]
     for v in shown:
         r = pooled_rows[v]
-        g = f"{r['grain']['value']:.4f}" if "grain" in r else "-"
         row.append(f"{r['colours']['fixed']}/{r['colours']['broken']}, {r['objects']['fixed']}/"
-                   f"{r['objects']['broken']}, {r['stray']['value']:.3f}, {g} ({r['cells_passing']}/{r['cells']} ✓; "
-                   f"{r['cells_passing_stray']}/{r['cells']} with stray)")
+                   f"{r['objects']['broken']}, {r['stray']['value']:.3f}, {_grain(r, 'value')} "
+                   f"({r['cells_passing']}/{r['cells']} ✓; {r['cells_passing_stray']}/{r['cells']} with stray)")
     out.append("| " + " | ".join(row) + " |")
     return "\n".join(out)
 
 
 def _grain(row: dict, key: str) -> str:
-    return f"{row['grain'][key]:.4f}" if "grain" in row else "-"
+    """A cell's or a pooled row's grain ("plain" or "value") for a table."""
+    return grain_text(row["grain"][key] if "grain" in row else None)
 
 
 def versus_text(raw: dict[str, dict[str, tuple[list[Record], float]]], variant: str, base: str) -> str:
@@ -261,7 +267,7 @@ def pooled_seed_text(pooled_rows: dict) -> str:
            "grain), Wilcoxon p | s/image plain, variant |", "|---|---|---|---|---|---|---|---|"]
     for v, r in pooled_rows.items():
         tests = _tests_text(r["seed"])
-        g = f"{r['grain']['plain']:.4f}->{r['grain']['value']:.4f}" if "grain" in r else "-"
+        g = f"{_grain(r, 'plain')}->{_grain(r, 'value')}" if "grain" in r else "-"
         out.append(f"| {v} | {r['n']} | {r['colours']['plain']:.3f}->{r['colours']['value']:.3f} "
                    f"({r['colours']['fixed']}/{r['colours']['broken']}) | {r['objects']['plain']:.3f}->"
                    f"{r['objects']['value']:.3f} ({r['objects']['fixed']}/{r['objects']['broken']}) | "
@@ -437,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return report
 
 
+VARIANCE_LABELS = {"colours": "all colours", "objects": "all objects"}  # the keys of the variance shares
+
+
 def _variance(raw: dict, variants: Sequence[str]) -> dict:
     """Per cell and metric, the shares of variance of plain vs each variant that are method, prompt and seed."""
     out: dict = {}
@@ -445,11 +454,8 @@ def _variance(raw: dict, variants: Sequence[str]) -> dict:
         for v in variants:
             if v == "plain" or v not in by:
                 continue
-            metrics = [("all colours", lambda r: r.colours_present), ("all objects", lambda r: r.all_present),
-                       ("stray", lambda r: r.stray)]
-            if all(r.grain is not None for r in (*plain, *by[v][0])):
-                metrics.append(("grain", lambda r: r.grain))
-            for metric, get in metrics:
+            for name, get in outcome_metrics([*plain, *by[v][0]]):
+                metric = VARIANCE_LABELS.get(name, name)
                 values = {("plain", r.prompt, r.seed): float(get(r)) for r in plain}
                 values.update({(v, r.prompt, r.seed): float(get(r)) for r in by[v][0]})
                 out[f"{cell} | {v} | {metric}"] = variance_shares(values)
