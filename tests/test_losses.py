@@ -171,27 +171,3 @@ def test_excite_weight_setting_infotext_and_old_infotexts():
     with pytest.raises(ParamError, match="excite_weight"):
         SegretParams.create(excite_weight=-0.5)
 
-
-def test_excite_weight_through_the_fake_host_api_and_paste():
-    from modules import infotext_utils
-    from modules.api import api
-
-    from tests.webui_host import Host
-
-    host = Host("sd1")
-    prompt, base = "a cat and a dog", {"concepts": "cat, dog", "method": "both"}
-
-    def run(**extra):
-        _, res = host.txt2img(prompt=prompt, script_args=api.init_script_args(
-            {"A-STAR": {"args": [{**base, **extra}]}}, host.runner), steps=3)
-        return torch.stack(res.latents), infotext_utils.parse_generation_parameters(res.infotexts[0])
-
-    full, info_full = run()
-    same, _ = run(excite_weight=1.0)
-    quarter, info = run(excite_weight=0.25)
-    assert torch.equal(full, same) and "A-STAR excite weight" not in info_full
-    assert (quarter - full).abs().max() > 1e-5 and info["A-STAR excite weight"] == "0.25"
-    pasted = SegretParams.from_infotext(info)
-    assert pasted.excite_weight == 0.25 and pasted.method == "both"
-    again, _ = run(excite_weight=pasted.excite_weight, step_rule=pasted.step_rule)
-    assert torch.equal(again, quarter)

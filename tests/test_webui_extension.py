@@ -12,7 +12,7 @@ from modules.api import api
 from segret_lib.engine.capture import cross_attention_modules
 from segret_lib.engine.checkpointing import unet_blocks
 from segret_lib.hosts import lifecycle as script_lifecycle
-from segret_lib.settings.params import ASTAR_STEP_SIZE, AUTO, UI_FIELDS
+from segret_lib.settings.params import ASTAR_STEP_SIZE, AUTO, UI_FIELDS, SegretParams
 from segret_lib.ui import accordion as script_ui
 from segret_lib.ui import script_args, xyz_axes
 from tests.webui_host import ROOT, Host
@@ -748,3 +748,22 @@ def test_a_long_bad_value_is_cut_in_the_warning(host, capsys):
     warning = infotext_utils.parse_generation_parameters(res.infotexts[0])["A-STAR warnings"]
     assert "tokens long" in warning and "…" in warning and len(warning) <= 300
     assert "d" * 200 not in capsys.readouterr().out
+
+
+def test_excite_weight_through_the_api_and_paste(host):
+    prompt, base = "a cat and a dog", {"concepts": "cat, dog", "method": "both"}
+
+    def run(**extra):
+        _, res = host.txt2img(prompt=prompt, script_args=api.init_script_args(
+            {"A-STAR": {"args": [{**base, **extra}]}}, host.runner), steps=3)
+        return latents(res), infotext_utils.parse_generation_parameters(res.infotexts[0])
+
+    full, info_full = run()
+    same, _ = run(excite_weight=1.0)
+    quarter, info = run(excite_weight=0.25)
+    assert torch.equal(full, same) and "A-STAR excite weight" not in info_full
+    assert (quarter - full).abs().max() > 1e-5 and info["A-STAR excite weight"] == "0.25"
+    pasted = SegretParams.from_infotext(info)
+    assert pasted.excite_weight == 0.25 and pasted.method == "both"
+    again, _ = run(excite_weight=pasted.excite_weight, step_rule=pasted.step_rule)
+    assert torch.equal(again, quarter)
