@@ -40,10 +40,11 @@ VARIANTS: dict[str, dict | None] = {
     "seg_only": {"ret_weight": 0.0},
     "ret_only": {"seg_weight": 0.0},
     "aae": {"method": "aae"},  # Attend-and-Excite with its published schedule (first half, iterative steps)
-    "both": {"method": "both"},  # A-STAR's two losses plus Attend-and-Excite's, A-STAR's schedule
+    "both": {"method": "both"},  # A-STAR's two losses plus A&E's at its default weight, A-STAR's schedule
     "astar_steady": {"step_rule": "steady"},  # A-STAR's default rule before "early": steady on every step
     "astar_bind": {"bind_weight": BIND_WEIGHT},  # A-STAR with attribute binding (engine/binding.py), tuned weight
-    "both_quarter": {"method": "both", "excite_weight": 0.25},  # Both with a quarter of A&E's term
+    "both_quarter": {"method": "both", "excite_weight": 0.25},  # Both with a quarter of A&E's term (its default)
+    "both_one": {"method": "both", "excite_weight": 1.0},  # Both before its default weight became 0.25
 }
 SAMPLERS = ("euler", "euler_a", "dpmpp_2m_k", "ddim")
 """Euler, Euler a (ancestral, eta 1), DPM++ 2M on Karras sigmas (the WebUI's "DPM++ 2M Karras") and DDIM (eta 0):
@@ -407,8 +408,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
-        shown = [k for k in ("plain", "astar_v1", "astar_steady", "astar") if k in names]
-        save_grid({k: grids[k] for k in shown} if "astar" in names else grids, args.out.with_suffix(".png"))
+        save_grid(grids, args.out.with_suffix(".png"))  # a column per variant, in the order given
     return report
 
 

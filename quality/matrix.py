@@ -31,17 +31,24 @@ from pathlib import Path
 import numpy as np
 
 from segret_lib.engine.step_rule import RULES, StepRule, register
-from segret_lib.settings.params import ASTAR_BIND_WEIGHT, ASTAR_STEP_SIZE, DEFAULT_RULE, canonical_method
+from segret_lib.settings.params import (
+    ASTAR_BIND_WEIGHT,
+    ASTAR_STEP_SIZE,
+    BOTH_EXCITE_WEIGHT,
+    DEFAULT_RULE,
+    LEGACY_EXCITE_WEIGHT,
+    canonical_method,
+)
 
 from .evaluate import NOISES, SAMPLERS, Record, grain_text, has_grain, read_prompts
 from .evaluate import VARIANTS as EVALUATE_VARIANTS
 from .stats import keyed, seed_test, sign_test_p, variance_shares
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
-FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000}
+FAMILY_SEEDS = {"tune": 1000, "report": 0, "heldout": 5000, "tuneh": 2000}
 VARIANTS: dict[str, dict | None] = {k: EVALUATE_VARIANTS[k]
                                     for k in ("plain", "astar", "astar_steady", "astar_v1", "aae", "both",
-                                              "astar_bind", "both_quarter")}
+                                              "astar_bind", "both_quarter", "both_one")}
 CRITERIA = ("colours fixed >= broken", "objects broken - fixed <= 2% of n or seed p > 0.2",
             "stray <= plain x 1.1", "grain <= plain x 1.1")
 """A cell passes on colours, objects and grain (cells_passing); cells_passing_stray counts it with the issue's
@@ -392,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
                         if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:  # ... and of binding's default
                             job["default_bind_weight"] = ASTAR_BIND_WEIGHT
+                    if (changes is not None and canonical_method(changes.get("method", "astar")) == "both"
+                            and "excite_weight" not in changes and BOTH_EXCITE_WEIGHT != LEGACY_EXCITE_WEIGHT):
+                        job["default_excite_weight"] = BOTH_EXCITE_WEIGHT  # Both's default since 0.25
                     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
                     todo.append((cell, name, args.out / f"job_{digest}.json", job))
     pending = [t for t in todo if not t[2].exists()]

@@ -4,8 +4,9 @@ for tuning, report and held-out use, disjoint from each other and from the hand-
     python -m quality.prompt_sets
 
 Every set is a pure function of its name: a seeded generator draws captions in the dataset's style, skipping any
-caption (as a set of objects, order ignored) already used by an earlier set. Tuning sets hold no held-out
-colour/shape pair; report and held-out sets may.
+caption (as a set of objects, order ignored) already used by an earlier set. The first tuning sets (tune*) hold
+no held-out colour/shape pair; report, held-out and the later tuning sets (tuneh*, drawn like the report sets)
+may. New sets go at the end of SETS, so the earlier files stay as they were.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SETS: dict[str, tuple[int, bool, int, bool]] = {
     "report3n": (3, True, 16, True),
     "heldout3": (3, False, 16, True),
     "heldout": (2, False, 16, True),
+    # tuning sets drawn like the report sets (held-out pairs allowed): the "tuneh" family
+    "tuneh3": (3, False, 16, True),
+    "tuneh4": (4, False, 16, True),
 }
 
 

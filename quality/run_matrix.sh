@@ -6,13 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SAMPLERS=euler,euler_a,dpmpp_2m_k,ddim
+# the tuning family drawn like the report sets (held-out pairs allowed; seeds 2000+): A-STAR, binding, Both at 0.25
+# (Both's default since this version; "both_one" is Both at weight 1, "both" in the tables below, made before)
+$PY -m quality.matrix --family tuneh --counts 3,4 --samplers $SAMPLERS --steps 10,25 --seeds 32 --per-seed 2 \
+    --variants "astar,astar_bind,both_quarter" --versus both_quarter:astar --jobs 2 --out quality/results/matrix_tuneh
 # the report matrix with grain (records carry detector.grain; today's defaults, step size 45, binding, A&E, Both)
 $PY -m quality.matrix --family report --counts 3,4,3n --samplers $SAMPLERS --steps 10,25,50 --seeds 32 \
-    --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind,both_quarter" --versus astar_bind:astar \
+    --per-seed 2 --variants "astar,e45:step_size=45,aae,both_one,astar_bind,both_quarter" --versus astar_bind:astar \
     --jobs 2 --out quality/results/matrix_report_grain
 # held-out prompt sets with grain (2, 3 and 4 objects; seeds 5000+), the samplers users run most, 25 steps
 $PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2m_k --steps 25 --seeds 32 \
-    --per-seed 2 --variants "astar,e45:step_size=45,aae,both,astar_bind,both_quarter" --versus astar_bind:astar \
+    --per-seed 2 --variants "astar,e45:step_size=45,aae,both_one,astar_bind,both_quarter" --versus astar_bind:astar \
     --jobs 2 --out quality/results/matrix_heldout_grain
 # the crossed cell with grain (variance shares of seed, prompt and method)
 $PY -m quality.matrix --family report --counts 4 --samplers euler --steps 10 --seeds 32 --per-seed 0 \
@@ -24,7 +28,7 @@ $PY -m quality.matrix --family report --counts 3 --samplers dpmpp_2m_k,euler --s
 # the report matrix with today's defaults (A-STAR and Both: the early rule; unit start noise): 3 and 4 objects,
 # 3 objects with noun-only concepts; 32 seeds x 2 prompts per cell; early against the previous default, steady
 $PY -m quality.matrix --family report --counts 3,4,3n --samplers $SAMPLERS --steps 10,25,50 --seeds 32 \
-    --per-seed 2 --variants astar,astar_steady,aae,both --versus astar:astar_steady --jobs 2 \
+    --per-seed 2 --variants astar,astar_steady,aae,both_one --versus astar:astar_steady --jobs 2 \
     --out quality/results/matrix_report_early
 # held-out prompt sets (2, 3 and 4 objects; seeds 5000+), the samplers users run most, 25 steps
 $PY -m quality.matrix --family heldout --counts 2,3,4 --samplers euler_a,dpmpp_2m_k --steps 25 --seeds 32 \

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from segret_lib.render.overlays import overlay_sheet
-from segret_lib.settings.params import ParamError, SegretParams
+from segret_lib.settings.params import DEFAULT_METHOD, ParamError, SegretParams
 
 from . import evaluate
 from .evaluate import Engine, PromptSpec
@@ -94,7 +94,7 @@ def split_concepts(text: str) -> tuple[str, ...]:
 
 
 def run(prompt: str, concepts: tuple[str, ...], seed: int, out: Path, steps: int = 10, sampler: str = "euler",
-        method: str = "astar", cfg: float = 4.0, engine: Engine | None = None) -> dict[str, Path]:
+        method: str = DEFAULT_METHOD, cfg: float = 4.0, engine: Engine | None = None) -> dict[str, Path]:
     """Sample plain and with the method, write the three PNGs into `out`; returns their paths by name."""
     engine = engine or Engine(load())
     spec = PromptSpec(prompt, concepts, ())
@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=10,
                     help="sampling steps (10: what the shapes model was measured at)")
     ap.add_argument("--sampler", choices=SAMPLERS, default="euler")
-    ap.add_argument("--method", choices=METHODS, default="astar",
-                    help="astar (A-STAR), aae (Attend-and-Excite) or both (the two losses summed)")
+    ap.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                    help="both (the default, as in the WebUI: A-STAR's losses and a quarter of Attend-and-Excite's), "
+                         "astar (A-STAR) or aae (Attend-and-Excite)")
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--out", type=Path, default=Path("try_out"))
     args = ap.parse_args(argv)

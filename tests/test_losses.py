@@ -160,14 +160,20 @@ def test_method_loss_combines_the_terms():
 
 
 def test_excite_weight_setting_infotext_and_old_infotexts():
+    """Both's default is 0.25 and is always written; an infotext without the key was made with 1 (every version
+    before), for Both as for the other methods, which write it only when it is not 1."""
     p = SegretParams.create(enabled=True, concepts="cat, dog", method="both")
-    assert p.excite_weight == 1.0 and "A-STAR excite weight" not in p.to_infotext()  # the default: not written
-    q = p.replace(excite_weight=0.25)
-    info = q.to_infotext()
-    assert info["A-STAR excite weight"] == "0.25"
+    assert p.excite_weight == 0.25
+    info = p.to_infotext()
+    assert info["A-STAR excite weight"] == "0.25" and info["A-STAR method"] == "Both"
     assert SegretParams.from_infotext(info).excite_weight == 0.25
-    old = {k: v for k, v in info.items() if k != "A-STAR excite weight"}  # a Both infotext from before
+    one = p.replace(excite_weight=1.0).to_infotext()
+    assert one["A-STAR excite weight"] == "1" and SegretParams.from_infotext(one).excite_weight == 1.0
+    old = {k: v for k, v in one.items() if k != "A-STAR excite weight"}  # a Both infotext from before
     assert SegretParams.from_infotext(old).excite_weight == 1.0
+    astar = SegretParams.create(enabled=True, concepts="cat, dog")
+    assert astar.excite_weight == 1.0 and "A-STAR excite weight" not in astar.to_infotext()
+    assert SegretParams.create(enabled=True, concepts="cat, dog", method="aae").excite_weight == 1.0
     with pytest.raises(ParamError, match="excite_weight"):
         SegretParams.create(excite_weight=-0.5)
 

@@ -113,11 +113,14 @@ def test_method_switch_moves_it_in_the_accordion():
     dep = next(d for d in blocks.dependencies if method._id in d["inputs"])
     assert control._id in dep["inputs"] and control._id in dep["outputs"]
     names = accordion.switched_by_method(TABLE)
-    assert names[-1] == "example_weight" and set(names) == {"step_size", "iterative", "step_rule", "example_weight"}
+    assert names[-1] == "example_weight"
+    assert set(names) == {"step_size", "iterative", "step_rule", "excite_weight", "example_weight"}
     handler = accordion.method_switch(names, TABLE)
-    values = {"step_size": 30.0, "iterative": False, "step_rule": "balanced", "example_weight": 0.0}
+    values = {"step_size": 30.0, "iterative": False, "step_rule": "balanced", "excite_weight": 1.0,
+              "example_weight": 0.0}
     *updates, previous = handler("Both", "A-STAR", *(values[n] for n in names))
     assert previous == "Both" and updates[-1]["value"] == 0.5
+    assert updates[names.index("excite_weight")]["value"] == 0.25  # Both's own default
     *updates, _ = handler("Both", "A-STAR", *(values[n] for n in names[:-1]), 0.3)  # set by the user: kept
     assert updates[-1]["value"] == 0.3
 

@@ -8,15 +8,16 @@ from PIL import Image
 from quality import try_it
 
 
-def test_try_it_writes_plain_astar_and_overlay(tmp_path, capsys) -> None:
+def test_try_it_writes_plain_refined_and_overlay(tmp_path, capsys) -> None:
+    """Without --method: the WebUI's default method (Both), its image named after it."""
     rc = try_it.main(["--prompt", "a red circle and a blue square and a green triangle",
                       "--concepts", "red circle, blue square, green triangle", "--seed", "7", "--steps", "4",
                       "--out", str(tmp_path)])
     assert rc == 0
-    for name in ("plain", "astar", "overlay"):
+    for name in ("plain", try_it.DEFAULT_METHOD, "overlay"):
         assert (tmp_path / f"{name}.png").is_file()
     plain = np.asarray(Image.open(tmp_path / "plain.png"))
-    astar = np.asarray(Image.open(tmp_path / "astar.png"))
+    astar = np.asarray(Image.open(tmp_path / f"{try_it.DEFAULT_METHOD}.png"))
     assert plain.shape == astar.shape == (32 * try_it.UPSCALE, 32 * try_it.UPSCALE, 3)
     assert not np.array_equal(plain, astar)
     captured = capsys.readouterr()

@@ -281,7 +281,7 @@ def test_img2img():
 
 # ------------------------------------------------------------------------------------------------- bad input
 def test_unknown_word_warns_and_image_still_generates(host, capsys):
-    p, res = host.txt2img(script_args=host.args(enabled=True, concepts="cat, zebra"), steps=3)
+    p, res = host.txt2img(script_args=host.args(enabled=True, concepts="cat, zebra", method="A-STAR"), steps=3)
     info = infotext_utils.parse_generation_parameters(res.infotexts[0])
     assert "'zebra' is not in the prompt" in info["A-STAR warnings"]
     # retention on the remaining concept: from the second step on (the first has no previous mask)
@@ -624,9 +624,10 @@ def test_aae_api_dict_and_positional_list(host):
     assert info["A-STAR method"] == "Attend-and-Excite" and info["A-STAR result"].startswith("first pass: 2/4")
     old = api.init_script_args({"A-STAR": {"args": [True, "cat, dog", 1.0, 1.0, 30.0]}}, host.runner)
     _, res_old = host.txt2img(script_args=old, steps=4)
-    # no step rule in the list: the method's ("auto"), A-STAR's "early", which refines the first half
-    assert "A-STAR method" not in res_old.infotexts[0] and "first pass: 2/4" in res_old.infotexts[0]
-    assert "A-STAR step rule: early" in res_old.infotexts[0]
+    # the WebUI pads the list with the UI's defaults: the method Both (at its excite weight) and the step rule
+    # "auto", the method's: "early", which refines the first half
+    assert "A-STAR method: Both" in res_old.infotexts[0] and "first pass: 2/4" in res_old.infotexts[0]
+    assert "A-STAR step rule: early" in res_old.infotexts[0] and "A-STAR excite weight: 0.25" in res_old.infotexts[0]
 
 
 def test_expert_controls_sit_in_a_closed_advanced_group(host):
@@ -661,22 +662,23 @@ def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
     radio = controls["method"]
     assert radio.choices in (["A-STAR", "Attend-and-Excite", "Both"],
                              [(c, c) for c in ("A-STAR", "Attend-and-Excite", "Both")])
-    assert radio.value == "A-STAR" and radio.elem_id == "segret_txt2img_method"
+    assert radio.value == "Both" and radio.elem_id == "segret_txt2img_method"  # DEFAULT_METHOD
     deps = [(d, fn) for d, fn in zip(host.runner.blocks.dependencies, host.runner.blocks.fns, strict=True)
             if radio._id in d["targets"] and d["trigger"] == "input"]
     assert len(deps) == 1  # user input only: paste does not fire it
     dep, fn = deps[0]
     assert dep["outputs"][:2] == [controls["iterative"]._id, controls["step_size"]._id]
     assert controls["step_size"].value == ASTAR_STEP_SIZE
-    assert dep["outputs"][2] == controls["step_rule"]._id
-    update, step, rule, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "early")
+    assert dep["outputs"][2:4] == [controls["step_rule"]._id, controls["excite_weight"]._id]
+    update, step, rule, excite, previous = fn.fn("Attend-and-Excite", "A-STAR", False, ASTAR_STEP_SIZE, "early", 1.0)
     assert update["value"] is True and step["value"] == 20.0 and previous == "Attend-and-Excite"
-    assert rule["value"] == "v1"  # A&E's published schedule
-    update, step, rule, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0, "v1")
+    assert rule["value"] == "v1" and excite["value"] == 1.0  # A&E's published schedule
+    update, step, rule, excite, previous = fn.fn("Both", "Attend-and-Excite", True, 20.0, "v1", 1.0)
     assert update["value"] is False and step["value"] == ASTAR_STEP_SIZE and previous == "Both"
-    assert rule["value"] == "early"
-    update, step, _, _ = fn.fn("Both", "A-STAR", True, 15.0, "balanced")
+    assert rule["value"] == "early" and excite["value"] == 0.25  # Both's own excite weight
+    update, step, _, excite, _ = fn.fn("Both", "A-STAR", True, 15.0, "balanced", 0.5)
     assert update["value"] is True and step["value"] == 15.0  # set by the user under A-STAR: kept
+    assert excite["value"] == 0.5
     # paste
     values = {**AAE, "iterative": False, "last_step": 2}
     _, res = host.txt2img(script_args=host.args(**values), steps=3)
@@ -684,10 +686,12 @@ def test_method_radio_switches_iterative_and_paste_restores_the_method(host):
     assert params["A-STAR iterative"] == "off"
     pasted = {id(c): v for c, v in infotext_utils.apply_infotext(params, host.runner.infotext_fields)}
     assert pasted[id(radio)] == "Attend-and-Excite" and pasted[id(controls["iterative"])] is False
-    _, res = host.txt2img(script_args=host.args(**ON), steps=3)
-    params = infotext_utils.parse_generation_parameters(res.infotexts[0])
-    pasted = {id(c): v for c, v in infotext_utils.apply_infotext(params, host.runner.infotext_fields)}
-    assert pasted[id(radio)] == "A-STAR" and pasted[id(controls["iterative"])] is False
+    for method in ("A-STAR", "Both"):  # an A-STAR infotext has no method key (as in every version); Both's has
+        _, res = host.txt2img(script_args=host.args(**ON, method=method), steps=3)
+        params = infotext_utils.parse_generation_parameters(res.infotexts[0])
+        assert ("A-STAR method" in params) == (method == "Both")
+        pasted = {id(c): v for c, v in infotext_utils.apply_infotext(params, host.runner.infotext_fields)}
+        assert pasted[id(radio)] == method and pasted[id(controls["iterative"])] is False
 
 
 def test_xyz_method_axis_compares_methods_on_one_seed(host):
@@ -751,6 +755,8 @@ def test_a_long_bad_value_is_cut_in_the_warning(host, capsys):
 
 
 def test_excite_weight_through_the_api_and_paste(host):
+    """Both's default weight (0.25) is written; 1 (Both before) makes another image; pasting an infotext, or an
+    old Both infotext without the key (made with 1), reproduces its image."""
     prompt, base = "a cat and a dog", {"concepts": "cat, dog", "method": "both"}
 
     def run(**extra):
@@ -758,12 +764,13 @@ def test_excite_weight_through_the_api_and_paste(host):
             {"A-STAR": {"args": [{**base, **extra}]}}, host.runner), steps=3)
         return latents(res), infotext_utils.parse_generation_parameters(res.infotexts[0])
 
-    full, info_full = run()
-    same, _ = run(excite_weight=1.0)
+    default, info_default = run()
     quarter, info = run(excite_weight=0.25)
-    assert torch.equal(full, same) and "A-STAR excite weight" not in info_full
-    assert (quarter - full).abs().max() > 1e-5 and info["A-STAR excite weight"] == "0.25"
-    pasted = SegretParams.from_infotext(info)
-    assert pasted.excite_weight == 0.25 and pasted.method == "both"
-    again, _ = run(excite_weight=pasted.excite_weight, step_rule=pasted.step_rule)
-    assert torch.equal(again, quarter)
+    full, info_full = run(excite_weight=1.0)
+    assert torch.equal(default, quarter) and info_default["A-STAR excite weight"] == "0.25"
+    assert (quarter - full).abs().max() > 1e-5 and info_full["A-STAR excite weight"] == "1"
+    for made, text in ((quarter, info), (full, {k: v for k, v in info_full.items() if "excite" not in k})):
+        pasted = SegretParams.from_infotext(text)
+        assert pasted.method == "both"
+        again, _ = run(excite_weight=pasted.excite_weight, step_rule=pasted.step_rule)
+        assert torch.equal(again, made)

@@ -47,6 +47,11 @@ def allow_step_rule(name: str) -> None:
 # Methods: A-STAR's segregation + retention losses, Attend-and-Excite's (Chefer et al. 2023) "most neglected
 # concept" loss, or both losses summed. Canonical names, and the labels the UI, the infotext and X/Y/Z show.
 METHODS = ("astar", "aae", "both")
+# The method the UI starts with and the HTTP API's dict takes when it names none: Both (A-STAR's losses and a
+# quarter of Attend-and-Excite's), which broke fewer images than A-STAR alone and fixed more in every prompt-set
+# family measured (quality/README.md "Both at a quarter"). The table's own default stays A-STAR: infotexts
+# without a method were made with A-STAR (and still are), and SegretParams.create() without one is A-STAR.
+DEFAULT_METHOD = "both"
 METHOD_LABELS = {"astar": "A-STAR", "aae": "Attend-and-Excite", "both": "Both"}
 _METHOD_ALIASES = {
     "astar": "astar", "a-star": "astar", "a_star": "astar", "a star": "astar",
@@ -76,6 +81,10 @@ AAE_TARGETS = (0.95, 0.5, 0.2)  # the same as loss targets: 1 - threshold
 ASTAR_STEP_SIZE = 30.0
 # Attribute binding (engine/binding.py): the weight of L_bind; 0 = off (and old infotexts, which lack it)
 ASTAR_BIND_WEIGHT = 0.0
+# Both's weight of Attend-and-Excite's term: 0.25 broke fewer images than 1 in every prompt-set family measured
+# (quality/README.md "Both at a quarter"); 1 (the plain sum) before, and in infotexts without the key
+BOTH_EXCITE_WEIGHT = 0.25
+LEGACY_EXCITE_WEIGHT = 1.0
 V1_STEP_SIZE = 10.0  # A-STAR's default under the v1 rule
 AAE_STEP_SIZE = 20.0
 
@@ -297,6 +306,28 @@ def _read_step_rule(info: Mapping[str, Any]) -> dict[str, Any]:
     return {} if rule is None else {"step_rule": rule}
 
 
+# Excite weight: Both writes it every time (its default is no longer what an infotext without it was made with);
+# the other methods, where it does nothing, only when it is not 1. Absent from an A-STAR infotext: 1, the weight of
+# every version before Both's default became 0.25.
+def _write_excite_weight(p: Any) -> dict[str, str]:
+    if p.method == "both" or p.excite_weight != LEGACY_EXCITE_WEIGHT:
+        return {infotext_key("excite weight"): fmt(p.excite_weight)}
+    return {}
+
+
+def excite_weight_in(info: Mapping[str, Any]) -> Any:
+    """The excite weight an infotext was made with: the one it names, 1 for an A-STAR infotext without one."""
+    key = infotext_key("excite weight")
+    if key in info:
+        return info[key]
+    return LEGACY_EXCITE_WEIGHT if concepts_in(info) else None
+
+
+def _read_excite_weight(info: Mapping[str, Any]) -> dict[str, Any]:
+    weight = excite_weight_in(info)
+    return {} if weight is None else {"excite_weight": weight}
+
+
 # Layout: strength and exclusive are written, and read, only with boxes.
 def layout_from(info) -> str | None:
     """Infotext `A-STAR layout` -> the Boxes textbox (JSON); an A-STAR infotext without one clears the boxes."""
@@ -423,7 +454,7 @@ ROWS = (
     # "astar", "aae" (Attend-and-Excite) or "both" (the two losses summed); aliases: canonical_method
     Setting("method", "str", "astar", parse=canonical_method, normalize=lambda v, _p: canonical_method(v),
             position=12, label="Method",
-            control=Control("radio", choices=tuple(METHOD_LABELS.values()), value=METHOD_LABELS["astar"],
+            control=Control("radio", choices=tuple(METHOD_LABELS.values()), value=METHOD_LABELS[DEFAULT_METHOD],
                             group="main"),
             tip="A-STAR: keep the concepts' attention apart and on their regions (the first half of the steps "
                 "under the default step rule). Attend-and-Excite: raise the attention peak of the most neglected "
@@ -481,12 +512,16 @@ ROWS = (
                 "(quality/README.md).",
             infotext="bind weight", xyz=Axis("[A-STAR] Binding weight", float)),
     # the weight of Attend-and-Excite's term in Both (1 = their plain sum, as before the setting existed)
-    Setting("excite_weight", "float", 1.0, bounds=(0.0, 100.0), position=19, label="Excite weight",
-            control=Control("slider", 0.0, 2.0, 0.05),
-            tip="Both only: the weight of Attend-and-Excite's term beside A-STAR's two losses (1 = their plain "
-                "sum, as before this setting). On the shapes test model 0.25 broke fewer images than 1 (and fixed "
-                "fewer on the report prompts), with slightly more grain under DPM++ 2M Karras (docs/method.md).",
-            infotext="excite weight", xyz=Axis("[A-STAR] Excite weight", float)),
+    Setting("excite_weight", "float", LEGACY_EXCITE_WEIGHT, bounds=(0.0, 100.0), position=19,
+            by_method={"astar": LEGACY_EXCITE_WEIGHT, "aae": LEGACY_EXCITE_WEIGHT, "both": BOTH_EXCITE_WEIGHT},
+            label="Excite weight",
+            control=Control("slider", 0.0, 2.0, 0.05, value=BOTH_EXCITE_WEIGHT),  # the UI starts with Both
+            tip="Both only: the weight of Attend-and-Excite's term beside A-STAR's two losses (default 0.25; 1 = "
+                "their plain sum, Both's default before, and what an infotext without the key was made with). On "
+                "the shapes test model 0.25 broke fewer images than 1 in every prompt set and fixed fewer "
+                "(docs/method.md).",
+            infotext="excite weight", write=_write_excite_weight, read=_read_excite_weight, paste=excite_weight_in,
+            xyz=Axis("[A-STAR] Excite weight", float)),
 )
 
 SETTINGS = SettingsTable(

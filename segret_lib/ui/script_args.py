@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..settings.params import (  # noqa: F401 (threshold_from, threshold_mode_from: re-exported)
+    DEFAULT_METHOD,
     FALSE_WORDS,
     LAYOUT_SWITCH,
     SETTINGS,
@@ -29,9 +30,10 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
     """Script args -> SegretParams. Accepts the UI's positional values, or one dict (HTTP API).
 
     Method defaults (params.METHOD_DEFAULTS): in the dict, only the keys given are explicit, the others take the
-    method's defaults. The positional values are the UI's, every one explicit (a list too short to hold the newer
-    settings gets their defaults: the step rule "auto", the method's); an X/Y/Z override of the method
-    switches them as the UI does (switch_method). The override LAYOUT_SWITCH "Off" drops the layout's boxes.
+    method's defaults, and a dict without a method gets DEFAULT_METHOD (Both). The positional values are the UI's,
+    every one explicit (the WebUI pads a list too short to hold the newer settings with the UI's defaults: the
+    method Both, the step rule "auto", the method's); an X/Y/Z override of the method switches them as the UI
+    does (switch_method). The override LAYOUT_SWITCH "Off" drops the layout's boxes.
     Raises ParamError with a message that names the bad value. `table`: the settings (SETTINGS).
     """
     fields = table.positional
@@ -40,6 +42,7 @@ def params_from_args(args: Sequence[Any], overrides: dict[str, Any] | None = Non
     if args and isinstance(args[0], dict):  # API: {"args": [{...}]}; the UI defaults after it are ignored
         values = dict(args[0])
         values.setdefault("enabled", True)
+        values.setdefault("method", DEFAULT_METHOD)
         if overrides:
             values.update(overrides)
     elif len(args) == 0:

@@ -86,6 +86,11 @@ def test_infotext_names_the_step_rule_and_v1_requests_reproduce_v1(webui):
     record(webui, "default step rule", info)
     assert info["A-STAR step rule"] == "early" and info["A-STAR step size"] == "30", info
     assert result_counts(info["A-STAR result"]) == [(3, 6)], info  # the first half of the steps
+    # a dict without a method: the default method, Both at excite weight 0.25, written out
+    assert info["A-STAR method"] == "Both" and info["A-STAR excite weight"] == "0.25", info
+    astar, info_a = run(method="A-STAR")  # A-STAR's infotext has no method key, as in every version
+    assert "A-STAR method" not in info_a and info_a["A-STAR step rule"] == "early", info_a
+    assert astar["pixels"][0] != early["pixels"][0]
     # images made with the previous defaults (steady, balanced) name them, and their requests reproduce them
     steady, info_s = run(step_rule="steady")
     assert info_s["A-STAR step rule"] == "steady" and result_counts(info_s["A-STAR result"]) == [(6, 6)], info_s
@@ -125,8 +130,9 @@ def test_attribute_binding_through_the_api_writes_and_reproduces_its_infotext(we
 
 
 def test_excite_weight_in_both_through_the_api_writes_and_reproduces_its_infotext(webui):
-    """excite_weight (Both's weight of Attend-and-Excite's term) in the API dict: 1, the default, writes no key;
-    0.25 changes the image, is written, and the request rebuilt from the infotext gives the same pixels."""
+    """excite_weight (Both's weight of Attend-and-Excite's term) in the API dict: the default, 0.25, is written;
+    1 (Both's weight before) changes the image and is written; the request rebuilt from the infotext gives the
+    same pixels."""
     prompt = "a photo of a cat and a dog"
 
     def run(**args):
@@ -134,10 +140,11 @@ def test_excite_weight_in_both_through_the_api_writes_and_reproduces_its_infotex
             "A-STAR": {"args": [{"concepts": "cat, dog", "method": "both", "step_rule": "steady", **args}]}}))
         return res, params(res)
 
-    full, info_full = run()
-    assert "A-STAR excite weight" not in info_full and info_full["A-STAR method"] == "Both", info_full
-    quarter, info = run(excite_weight=0.25)
-    assert info["A-STAR excite weight"] == "0.25" and "A-STAR warnings" not in info, info
+    quarter, info = run()
+    assert info["A-STAR excite weight"] == "0.25" and info["A-STAR method"] == "Both", info
+    assert "A-STAR warnings" not in info, info
+    full, info_full = run(excite_weight=1.0)
+    assert info_full["A-STAR excite weight"] == "1", info_full
     assert quarter["pixels"][0] != full["pixels"][0]
     again, _ = run(excite_weight=float(info["A-STAR excite weight"]))
     assert again["pixels"][0] == quarter["pixels"][0]
