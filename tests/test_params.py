@@ -122,6 +122,31 @@ def test_aae_needs_no_a_star_weight():
     assert SegretParams.create(enabled=True, concepts="cat", method="aae", seg_weight=0, ret_weight=0).enabled
     with pytest.raises(ParamError, match="both loss weights"):
         SegretParams.create(enabled=True, concepts="cat", method="astar", seg_weight=0, ret_weight=0)
+    # Both keeps its excite term; with that at 0 too there is nothing left
+    assert SegretParams.create(enabled=True, concepts="cat", method="both", seg_weight=0, ret_weight=0).enabled
+    with pytest.raises(ParamError, match="excite weights are all 0"):
+        SegretParams.create(enabled=True, concepts="cat", method="both", seg_weight=0, ret_weight=0,
+                            excite_weight=0)
+
+
+def test_the_ui_and_api_default_method_is_both_and_old_infotexts_stay_a_star():
+    """DEFAULT_METHOD: an API dict without a method gets Both at excite weight 0.25, and the UI starts with it;
+    an infotext without a method (every A-STAR infotext, old or new) reads as A-STAR, and one of Both without the
+    excite weight as weight 1 (the weight of every version before)."""
+    from segret_lib.settings.params import BOTH_EXCITE_WEIGHT, DEFAULT_METHOD, SETTINGS
+
+    assert DEFAULT_METHOD == "both"
+    p = params_from_args([{"concepts": "cat, dog"}])
+    assert p.method == "both" and p.excite_weight == BOTH_EXCITE_WEIGHT == 0.25
+    assert params_from_args([{"concepts": "cat, dog", "method": "A-STAR"}]).method == "astar"
+    assert SETTINGS.row("method").ui_value() == "Both" and SETTINGS.row("excite_weight").ui_value() == 0.25
+    old_astar = {"A-STAR concepts": "cat, dog", "A-STAR step size": "10"}
+    assert SegretParams.from_infotext(old_astar).method == "astar"
+    old_both = {"A-STAR concepts": "cat, dog", "A-STAR method": "Both", "A-STAR step rule": "steady"}
+    pasted = SegretParams.from_infotext(old_both)
+    assert (pasted.method, pasted.excite_weight, pasted.step_rule) == ("both", 1.0, "steady")
+    new_both = params_from_args([{"concepts": "cat, dog"}]).to_infotext()
+    assert SegretParams.from_infotext(new_both) == params_from_args([{"concepts": "cat, dog"}])
 
 
 @pytest.mark.parametrize(

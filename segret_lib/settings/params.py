@@ -187,8 +187,11 @@ def _check_enabled(p: Any) -> None:
         raise ParamError("no concept words given: type the words to keep apart, e.g. 'cat, dog'")
     if len(p.concepts) > MAX_CONCEPTS:
         raise ParamError(f"at most {MAX_CONCEPTS} concepts, got {len(p.concepts)}")
-    if p.method == "astar" and p.seg_weight == 0 and p.ret_weight == 0 and not p.bind_weight and not p.layout:
-        raise ParamError("both loss weights are 0: nothing to optimise")
+    if p.method != "aae" and p.seg_weight == 0 and p.ret_weight == 0 and not p.bind_weight and not p.layout:
+        if p.method == "astar":
+            raise ParamError("both loss weights are 0: nothing to optimise")
+        if p.excite_weight == 0:
+            raise ParamError("the segregation, retention and excite weights are all 0: nothing to optimise")
     from .layout_boxes import LayoutError, check_names
 
     try:
