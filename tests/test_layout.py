@@ -68,7 +68,8 @@ def test_layout_args_positional_and_dict_and_infotext_round_trip():
     old = [True, "cat, dog", 1.0, 1.0, 20.0, 0, "fraction", 0.5, False, False, False, False, "A-STAR"]
     assert params_from_args(old).layout == ()
     full = params_from_args([*old, '{"cat": [0, 0, 0.5, 1]}', 2.5, True, "both"])
-    by_dict = params_from_args([{"concepts": "cat, dog", "step_size": 20, "layout": {"cat": [0, 0, 0.5, 1]},
+    by_dict = params_from_args([{"concepts": "cat, dog", "method": "A-STAR", "step_size": 20,
+                                 "layout": {"cat": [0, 0, 0.5, 1]},
                                  "layout_strength": 2.5, "layout_exclusive": True, "maps_view": "both"}])
     assert full == by_dict and full.layout == (("cat", (0.0, 0.0, 0.5, 1.0)),)
     info = full.to_infotext()
