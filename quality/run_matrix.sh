@@ -28,6 +28,9 @@ $PY -m quality.matrix --family report --counts 3 --samplers dpmpp_2m_k,euler --s
 $PY -m quality.matrix --family report --counts 3 --samplers euler_a,dpmpp_2m_k --steps 10,25 --seeds 64 \
     --seed-offset 100 --per-seed 2 --variants astar,both_quarter --versus both_quarter:astar --jobs 2 \
     --out quality/results/matrix_report3_seeds100_both
+$PY -m quality.matrix --family report --counts 4 --samplers dpmpp_2m_k --steps 50 --seeds 64 --seed-offset 100 \
+    --per-seed 2 --variants astar,both_quarter --versus both_quarter:astar --jobs 2 \
+    --out quality/results/matrix_report4_dpm50_seeds100_both
 # (the matrices below were made before grain: their records have none, and a rerun recomputes them with it)
 # the report matrix with today's defaults (A-STAR and Both: the early rule; unit start noise): 3 and 4 objects,
 # 3 objects with noun-only concepts; 32 seeds x 2 prompts per cell; early against the previous default, steady
