@@ -74,6 +74,21 @@ def uses_default_rule(changes: dict | None) -> bool:
             and canonical_method(changes.get("method", "astar")) != "aae")
 
 
+def defaults_in_key(changes: dict | None) -> dict:
+    """The defaults a variant runs with that its job key must follow, so that a cached job is not reused once one
+    of them changes: the default step rule (and step size), binding's default weight once it is not 0, and Both's
+    excite weight once it is not 1. Empty for the defaults the earliest cached jobs were made with."""
+    out: dict = {}
+    if uses_default_rule(changes):
+        out["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
+        if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:
+            out["default_bind_weight"] = ASTAR_BIND_WEIGHT
+    if (changes is not None and canonical_method(changes.get("method", "astar")) == "both"
+            and "excite_weight" not in changes and BOTH_EXCITE_WEIGHT != LEGACY_EXCITE_WEIGHT):
+        out["default_excite_weight"] = BOTH_EXCITE_WEIGHT
+    return out
+
+
 def prompt_file(family: str, count: str) -> Path:
     return PROMPTS / (f"{family}.txt" if count == "2" else f"{family}{count}.txt")
 
@@ -395,13 +410,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     if args.noise != "raw":  # raw: the key of the jobs cached before the noise fix
                         job["noise"] = args.noise
                     job["metrics"] = METRICS_VERSION
-                    if uses_default_rule(changes):  # the cache follows a change of the default rule
-                        job["default_rule"] = {**asdict(RULES[DEFAULT_RULE]), "step_size": ASTAR_STEP_SIZE}
-                        if ASTAR_BIND_WEIGHT and "bind_weight" not in changes:  # ... and of binding's default
-                            job["default_bind_weight"] = ASTAR_BIND_WEIGHT
-                    if (changes is not None and canonical_method(changes.get("method", "astar")) == "both"
-                            and "excite_weight" not in changes and BOTH_EXCITE_WEIGHT != LEGACY_EXCITE_WEIGHT):
-                        job["default_excite_weight"] = BOTH_EXCITE_WEIGHT  # Both's default since 0.25
+                    job.update(defaults_in_key(changes))
                     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
                     todo.append((cell, name, args.out / f"job_{digest}.json", job))
     pending = [t for t in todo if not t[2].exists()]

@@ -232,3 +232,17 @@ def test_timing_prints_interleaved_ratios(capsys):
     assert set(result) == {"plain", "astar", "aae"} and all(t > 0 for t in result.values())
     out = capsys.readouterr().out
     assert "| astar |" in out and "x A&E" in out
+
+
+def test_job_keys_follow_the_defaults_a_variant_runs_with():
+    """A variant that leaves the rule or Both's excite weight to the defaults keys its cached jobs on them; one
+    that sets them, plain, and Attend-and-Excite (its own v1 rule) do not."""
+    from segret_lib.settings.params import BOTH_EXCITE_WEIGHT
+
+    assert matrix.defaults_in_key(None) == {} and matrix.defaults_in_key({"method": "aae"}) == {}
+    astar = matrix.defaults_in_key({})
+    assert set(astar) == {"default_rule"} and astar["default_rule"]["name"] == "early"
+    assert matrix.defaults_in_key({"step_rule": "steady"}) == {}
+    both = matrix.defaults_in_key({"method": "both"})
+    assert both["default_excite_weight"] == BOTH_EXCITE_WEIGHT and "default_rule" in both
+    assert "default_excite_weight" not in matrix.defaults_in_key({"method": "both", "excite_weight": 1.0})

@@ -312,6 +312,9 @@ def _read_step_rule(info: Mapping[str, Any]) -> dict[str, Any]:
 # Excite weight: Both writes it every time (its default is no longer what an infotext without it was made with);
 # the other methods, where it does nothing, only when it is not 1. Absent from an A-STAR infotext: 1, the weight of
 # every version before Both's default became 0.25.
+_EXCITE_BY_METHOD = {"astar": LEGACY_EXCITE_WEIGHT, "aae": LEGACY_EXCITE_WEIGHT, "both": BOTH_EXCITE_WEIGHT}
+
+
 def _write_excite_weight(p: Any) -> dict[str, str]:
     if p.method == "both" or p.excite_weight != LEGACY_EXCITE_WEIGHT:
         return {infotext_key("excite weight"): fmt(p.excite_weight)}
@@ -516,9 +519,8 @@ ROWS = (
             infotext="bind weight", xyz=Axis("[A-STAR] Binding weight", float)),
     # the weight of Attend-and-Excite's term in Both (1 = their plain sum, as before the setting existed)
     Setting("excite_weight", "float", LEGACY_EXCITE_WEIGHT, bounds=(0.0, 100.0), position=19,
-            by_method={"astar": LEGACY_EXCITE_WEIGHT, "aae": LEGACY_EXCITE_WEIGHT, "both": BOTH_EXCITE_WEIGHT},
-            label="Excite weight",
-            control=Control("slider", 0.0, 2.0, 0.05, value=BOTH_EXCITE_WEIGHT),  # the UI starts with Both
+            by_method=_EXCITE_BY_METHOD, label="Excite weight",
+            control=Control("slider", 0.0, 2.0, 0.05, value=_EXCITE_BY_METHOD[DEFAULT_METHOD]),  # the UI's method's
             tip="Both only: the weight of Attend-and-Excite's term beside A-STAR's two losses (default 0.25; 1 = "
                 "their plain sum, Both's default before, and what an infotext without the key was made with). On "
                 "the shapes test model 0.25 broke fewer images than 1 in every prompt set and fixed fewer "
